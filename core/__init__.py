@@ -1,0 +1,1 @@
+"""Infrastructure that imports nothing else of Pingyi: config, extensions, link signing."""

@@ -1,0 +1,130 @@
+"""Staff forms. Numbers stay text here: the round-spec validator is the one judge of values."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileAllowed, FileField, FileRequired
+from wtforms import (
+    BooleanField, EmailField, FieldList, Form, FormField, PasswordField, SelectField,
+    SelectMultipleField, StringField, SubmitField,
+)
+from wtforms.validators import DataRequired, Length, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+BLANK_ROWS = 3
+
+
+class SignInForm(FlaskForm):
+    """E-mail and password."""
+
+    email = EmailField(_l("E-mail"), validators=[DataRequired(), Length(max=254)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=1024)])
+    submit = SubmitField(_l("Sign in"))
+
+
+class ActionForm(FlaskForm):
+    """A bare form for POST buttons: only the CSRF token."""
+
+
+class NewRoundForm(FlaskForm):
+    """A new draft: blank with defaults, copied from a round, or from a round-spec file."""
+
+    title = StringField(_l("Title"), validators=[Optional(), Length(max=200)])
+    period = StringField(_l("Period"), validators=[Optional(), Length(max=64)])
+    template = SelectField(_l("Start from"), coerce=int, default=0)
+    spec_file = FileField(_l("Or a round-spec file (JSON)"),
+                          validators=[Optional(), FileAllowed(["json"], _l("A .json file"))])
+
+
+class MultiCheckboxField(SelectMultipleField):
+    """Checkboxes for a multiple choice."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class SettingsForm(FlaskForm):
+    """Title, period, scale and rules."""
+
+    title = StringField(_l("Title"), validators=[Length(max=200)])
+    period = StringField(_l("Period"), validators=[Length(max=64)])
+    dont_know = BooleanField(_l("Offer “don't know” (non-scoring)"))
+    item_min = StringField(_l("Item scale from"))
+    item_max = StringField(_l("Item scale to"))
+    trim_method = SelectField(_l("Trimming"), choices=[
+        ("none", _l("None")), ("drop_extremes", _l("Drop the k highest and k lowest")),
+        ("proportion", _l("Drop a proportion from each end"))])
+    trim_k = StringField(_l("k"))
+    trim_proportion = StringField(_l("Proportion"))
+    trim_min_n = StringField(_l("Trim from this many ballots up"))
+    dissatisfied = MultiCheckboxField(_l("Grades counted as dissatisfied"), choices=[])
+    threshold = StringField(_l("Dissatisfaction threshold (e.g. 1/3)"))
+    strict = BooleanField(_l("Strictly more than the threshold (off: at or above)"))
+    min_group_size = StringField(_l("Minimum ballots to show a group"))
+    excellent_quota = StringField(_l("Excellent quota on one ballot (blank: none)"))
+    kpi_weight = StringField(_l("KPI weight in the report card"))
+    bands = StringField(_l("Forced distribution, e.g. 3:5:2 (blank: none)"))
+    reason_required = BooleanField(_l("A reason is required for a dissatisfied grade"))
+    validity = SelectField(_l("Suspicious ballots"), choices=[
+        ("warn", _l("Warn")), ("invalidate", _l("Invalidate"))])
+
+
+class GradeRow(Form):
+    key = StringField(_l("Key"))
+    label_zh = StringField(_l("Label (中文)"))
+    label_en = StringField(_l("Label (English)"))
+    score = StringField(_l("Score"))
+    dissatisfied = BooleanField(_l("Dissatisfied"))
+
+
+class DimensionRow(Form):
+    key = StringField(_l("Key"))
+    label_zh = StringField(_l("Label (中文)"))
+    label_en = StringField(_l("Label (English)"))
+    weight = StringField(_l("Weight (optional)"))
+
+
+class ItemRow(Form):
+    key = StringField(_l("Key"))
+    label_zh = StringField(_l("Label (中文)"))
+    label_en = StringField(_l("Label (English)"))
+    dimension = StringField(_l("Dimension key"))
+
+
+class GroupRow(Form):
+    key = StringField(_l("Key"))
+    label_zh = StringField(_l("Label (中文)"))
+    label_en = StringField(_l("Label (English)"))
+    weight = StringField(_l("Weight"))
+    cadres = StringField(_l("Rates only these cadre keys (blank: all)"))
+
+
+class CadreRow(Form):
+    key = StringField(_l("Key"))
+    name = StringField(_l("Name"))
+    post = StringField(_l("Post"))
+    unit = StringField(_l("Unit"))
+    kpi = StringField(_l("KPI (0-100)"))
+
+
+class GradesForm(FlaskForm):
+    rows = FieldList(FormField(GradeRow), min_entries=0)
+
+
+class QuestionnaireForm(FlaskForm):
+    dimensions = FieldList(FormField(DimensionRow), min_entries=0)
+    items = FieldList(FormField(ItemRow), min_entries=0)
+
+
+class GroupsForm(FlaskForm):
+    rows = FieldList(FormField(GroupRow), min_entries=0)
+
+
+class CadresForm(FlaskForm):
+    rows = FieldList(FormField(CadreRow), min_entries=0)
+
+
+class ImportCadresForm(FlaskForm):
+    file = FileField(_l("CSV or XLSX file"), validators=[
+        FileRequired(), FileAllowed(["csv", "xlsx"], _l("A .csv or .xlsx file"))])

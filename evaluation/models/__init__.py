@@ -1,0 +1,16 @@
+"""All of Pingyi's tables, one module per aggregate."""
+
+from evaluation.models.accounts import ROLES, User
+from evaluation.models.audit import AuditEntry
+from evaluation.models.ballots import Ballot, Invitation, ItemRating, Rating
+from evaluation.models.people import Cadre, Participation
+from evaluation.models.rounds import (
+    ROUND_STATUSES, TRIM_METHODS, VALIDITY_MODES, Dimension, Grade, GroupTarget, Item,
+    RaterGroup, Round,
+)
+
+__all__ = [
+    "ROLES", "ROUND_STATUSES", "TRIM_METHODS", "VALIDITY_MODES", "AuditEntry", "Ballot", "Cadre",
+    "Dimension", "Grade", "GroupTarget", "Invitation", "Item", "ItemRating", "Participation",
+    "RaterGroup", "Rating", "Round", "User",
+]

@@ -1,0 +1,82 @@
+"""The eligibility ledger (invitations) and the ballot box (ballots, ratings), kept unlinkable.
+
+Nothing joins a ballot to an invitation: no foreign key, no shared id or sequence, random ballot
+ids, no time finer than the day on either side. On SQLite the ballot tables are WITHOUT ROWID on
+random keys, so their physical order says nothing about voting order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import CheckConstraint, Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.extensions import db
+
+
+class Invitation(db.Model):
+    """The right to cast one ballot in one rater group; knows only whether it was used."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("round_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("rater_groups.id"), index=True)
+    #: Keyed hash of the link secret; the secret itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Keyed hash of the short code typed in when a QR code cannot be scanned.
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Where the link was mailed; null for printed slips.
+    email: Mapped[str | None] = mapped_column(String(254))
+    is_used: Mapped[bool] = mapped_column(default=False)
+    issued_on: Mapped[dt.date] = mapped_column(Date)
+    last_sent_on: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class Ballot(db.Model):
+    """One cast ballot: random id, rater group, receipt; the day only, never the time."""
+
+    __tablename__ = "ballots"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    #: 128 random bits, hex: ordering by id says nothing about order of casting.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("rater_groups.id"), index=True)
+    #: Random code shown to the voter and listed on the bulletin.
+    receipt: Mapped[str] = mapped_column(String(32), unique=True)
+    cast_on: Mapped[dt.date] = mapped_column(Date)
+    is_paper: Mapped[bool] = mapped_column(default=False)
+
+
+class Rating(db.Model):
+    """The overall grade a ballot gives one cadre; a null grade means "don't know"."""
+
+    __tablename__ = "ratings"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    ballot_id: Mapped[str] = mapped_column(
+        ForeignKey("ballots.id", ondelete="CASCADE"), primary_key=True)
+    participation_id: Mapped[int] = mapped_column(
+        ForeignKey("participations.id", ondelete="CASCADE"), primary_key=True, index=True)
+    grade_id: Mapped[int | None] = mapped_column(ForeignKey("grades.id"))
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
+class ItemRating(db.Model):
+    """One item score a ballot gives one cadre."""
+
+    __tablename__ = "item_ratings"
+    __table_args__ = (
+        CheckConstraint("value >= 0", name="value"),
+        {"sqlite_with_rowid": False},
+    )
+
+    ballot_id: Mapped[str] = mapped_column(
+        ForeignKey("ballots.id", ondelete="CASCADE"), primary_key=True)
+    participation_id: Mapped[int] = mapped_column(
+        ForeignKey("participations.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    value: Mapped[int]

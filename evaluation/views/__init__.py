@@ -1,0 +1,44 @@
+"""The staff blueprint's URL table; the views themselves live beside it."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, url_for
+
+from evaluation.views import auth, edit, rounds
+from evaluation.views.access import staff_required, writer_required
+
+bp = Blueprint("evaluation", __name__, url_prefix="/staff")
+
+
+def index():
+    """Send staff to the round list."""
+    return redirect(url_for("evaluation.list_rounds"))
+
+
+#: (rule, endpoint, view, methods); the access decorator is part of the table.
+URLS = [
+    ("/sign-in", "sign_in", auth.sign_in, ["GET", "POST"]),
+    ("/sign-out", "sign_out", auth.sign_out, ["POST"]),
+    ("/language", "set_language", auth.set_language, ["POST"]),
+    ("/", "index", staff_required(index), ["GET"]),
+    ("/rounds", "list_rounds", staff_required(rounds.list_rounds), ["GET"]),
+    ("/rounds/new", "new_round", writer_required(rounds.new_round), ["GET", "POST"]),
+    ("/rounds/<int:round_id>", "show_round", staff_required(rounds.show_round), ["GET"]),
+    ("/rounds/<int:round_id>/spec.json", "download_spec", staff_required(rounds.download_spec),
+     ["GET"]),
+    ("/rounds/<int:round_id>/frozen.json", "download_frozen",
+     staff_required(rounds.download_frozen), ["GET"]),
+    ("/rounds/<int:round_id>/<any(open, close, publish, archive):action>", "transition_round",
+     writer_required(rounds.transition_round), ["POST"]),
+    ("/rounds/<int:round_id>/settings", "edit_settings", writer_required(edit.edit_settings),
+     ["GET", "POST"]),
+    ("/rounds/<int:round_id>/questionnaire", "edit_questionnaire",
+     writer_required(edit.edit_questionnaire), ["GET", "POST"]),
+    ("/rounds/<int:round_id>/<any(grades, groups, cadres):section>", "edit_list",
+     writer_required(edit.edit_list), ["GET", "POST"]),
+    ("/rounds/<int:round_id>/cadres/import", "import_cadres", writer_required(edit.import_cadres),
+     ["POST"]),
+]
+
+for rule, endpoint, view, methods in URLS:
+    bp.add_url_rule(rule, endpoint, view, methods=methods)

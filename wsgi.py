@@ -1,0 +1,123 @@
+"""The composition root: create_app(config) and the module-level app for `flask --app wsgi`."""
+
+from __future__ import annotations
+
+import logging
+
+from dotenv import load_dotenv
+from flask import Flask, g, render_template, request, session
+from flask_babel import get_locale, lazy_gettext
+from sqlalchemy.exc import OperationalError
+
+import core.database  # noqa: F401 - registers the SQLite connection settings
+from core.config import Config
+from core.extensions import babel, csrf, db, limiter, login_manager, migrate
+
+LOCALES = ("zh", "en")
+
+
+def select_locale() -> str:
+    """The language chosen with the switch, else the browser's best match."""
+    chosen = session.get("lang")
+    if chosen in LOCALES:
+        return chosen
+    return request.accept_languages.best_match(LOCALES) or "zh"
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the Pingyi app for the given settings (from the environment by default)."""
+    if config is None:
+        load_dotenv()
+        config = Config.from_env()
+    app = Flask(__name__, instance_path=str(config.instance_path), template_folder="templates")
+    config.instance_path.mkdir(parents=True, exist_ok=True)
+    app.config.update(
+        PINGYI=config,
+        TESTING=config.testing,
+        SECRET_KEY=config.secret_key,
+        SECRET_KEY_FALLBACKS=list(config.secret_key_fallbacks),
+        SQLALCHEMY_DATABASE_URI=config.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MAX_CONTENT_LENGTH=config.max_content_length,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.is_production,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=config.is_production,
+        WTF_CSRF_TIME_LIMIT=None,
+        BABEL_DEFAULT_LOCALE="zh",
+        BABEL_TRANSLATION_DIRECTORIES="translations",
+        RATELIMIT_STORAGE_URI=config.redis_url or "memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    _init_extensions(app)
+    _register_blueprints(app)
+    _register_hooks(app)
+    return app
+
+
+def _init_extensions(app: Flask) -> None:
+    import os
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"),
+                     render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "evaluation.sign_in"
+    login_manager.login_message = lazy_gettext("Please sign in to see this page.")
+    login_manager.session_protection = "strong"
+
+
+def _register_blueprints(app: Flask) -> None:
+    from evaluation.cli import register_cli
+    from evaluation.views import bp as evaluation_bp
+    from survey.views import bp as survey_bp
+
+    app.register_blueprint(evaluation_bp)
+    app.register_blueprint(survey_bp)
+    register_cli(app)
+
+
+def _register_hooks(app: Flask) -> None:
+    @app.context_processor
+    def inject_locale():
+        return {"current_locale": str(get_locale() or "zh")}
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if app.config["PINGYI"].is_production:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(exc):
+        db.session.rollback()
+        logging.getLogger("pingyi").error("database unavailable: %s", type(exc.orig).__name__)
+        return render_template("errors/error.html", code=503), 503
+
+    for code in (400, 403, 404, 405, 413, 429, 500):
+        app.register_error_handler(code, _error_page(code))
+
+
+def _error_page(code: int):
+    def handler(exc):
+        return render_template("errors/error.html", code=code), code
+    return handler
+
+
+def __getattr__(name: str):
+    """Build `app` lazily, so that importing wsgi for create_app reads no environment."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)
