@@ -128,3 +128,9 @@ class CadresForm(FlaskForm):
 class ImportCadresForm(FlaskForm):
     file = FileField(_l("CSV or XLSX file"), validators=[
         FileRequired(), FileAllowed(["csv", "xlsx"], _l("A .csv or .xlsx file"))])
+
+#: Words shown through _() with a value from the database; listed so that extraction finds them.
+DYNAMIC_WORDS = [
+    _l("draft"), _l("open"), _l("closed"), _l("published"), _l("archived"),
+    _l("admin"), _l("organiser"), _l("analyst"), _l("warn"), _l("invalidate"),
+]
