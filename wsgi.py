@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from dotenv import load_dotenv
 from flask import Flask, g, render_template, request, session
@@ -10,7 +11,7 @@ from flask_babel import get_locale, lazy_gettext
 from sqlalchemy.exc import OperationalError
 
 import core.database  # noqa: F401 - registers the SQLite connection settings
-from core.config import Config
+from core.config import Config, ConfigError
 from core.extensions import babel, csrf, db, limiter, login_manager, migrate
 
 LOCALES = ("zh", "en")
@@ -118,6 +119,9 @@ def _error_page(code: int):
 def __getattr__(name: str):
     """Build `app` lazily, so that importing wsgi for create_app reads no environment."""
     if name == "app":
-        globals()["app"] = create_app()
+        try:
+            globals()["app"] = create_app()
+        except ConfigError as exc:
+            sys.exit(f"error: {exc}")  # one clear line on stderr, exit status 1
         return globals()["app"]
     raise AttributeError(name)

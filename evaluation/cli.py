@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from core.extensions import db
@@ -117,6 +117,7 @@ def round_list(as_json: bool) -> None:
 
 
 @click.command("demo")
+@with_appcontext
 def demo() -> None:
     """Load demo accounts and an open demo round from examples/round.json (once)."""
     if db.session.scalar(select(User.id).where(User.email == DEMO_ORGANISER[0])):

@@ -145,23 +145,30 @@ def _apply_cadres(session: Session, round_: Round, cadres: list[dict]) -> None:
 
 
 def _apply_questionnaire(session: Session, round_: Round, dimensions: list[dict]) -> None:
+    """Sync dimensions and items; items move before any dimension goes, so none is lost."""
+    wanted_items = {i["key"] for d in dimensions for i in d["items"]}
+    round_.items = [i for i in round_.items if i.key in wanted_items]
+    session.flush()
     old_items = {i.key: i for i in round_.items}
+    old_dimensions = list(round_.dimensions)
 
     def set_dimension(d, e, pos):
         d.position, d.weight = pos, e["weight"]
         _set_label(d, e["label"])
 
-    round_.dimensions = _sync(round_.dimensions, dimensions,
-                              lambda e: Dimension(key=e["key"]), set_dimension)
+    kept = _sync(old_dimensions, dimensions, lambda e: Dimension(key=e["key"]), set_dimension)
+    round_.dimensions = kept + [d for d in old_dimensions if d not in kept]
     session.flush()
     items = []
-    for dimension, entry in zip(round_.dimensions, dimensions):
+    for dimension, entry in zip(kept, dimensions):
         for item_entry in entry["items"]:
             item = old_items.pop(item_entry["key"], None) or Item(key=item_entry["key"])
             item.dimension, item.position = dimension, len(items)
             _set_label(item, item_entry["label"])
             items.append(item)
     round_.items = items
+    session.flush()
+    round_.dimensions = kept
 
 
 def _apply_groups(session: Session, round_: Round, groups: list[dict]) -> None:

@@ -9,6 +9,7 @@ from wtforms import (
     BooleanField, EmailField, FieldList, Form, FormField, PasswordField, SelectField,
     SelectMultipleField, StringField, SubmitField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -53,8 +54,9 @@ class SettingsForm(FlaskForm):
     item_min = StringField(_l("Item scale from"))
     item_max = StringField(_l("Item scale to"))
     trim_method = SelectField(_l("Trimming"), choices=[
-        ("none", _l("None")), ("drop_extremes", _l("Drop the k highest and k lowest")),
-        ("proportion", _l("Drop a proportion from each end"))])
+        SelectChoice("none", _l("None")),
+        SelectChoice("drop_extremes", _l("Drop the k highest and k lowest")),
+        SelectChoice("proportion", _l("Drop a proportion from each end"))])
     trim_k = StringField(_l("k"))
     trim_proportion = StringField(_l("Proportion"))
     trim_min_n = StringField(_l("Trim from this many ballots up"))
@@ -67,7 +69,7 @@ class SettingsForm(FlaskForm):
     bands = StringField(_l("Forced distribution, e.g. 3:5:2 (blank: none)"))
     reason_required = BooleanField(_l("A reason is required for a dissatisfied grade"))
     validity = SelectField(_l("Suspicious ballots"), choices=[
-        ("warn", _l("Warn")), ("invalidate", _l("Invalidate"))])
+        SelectChoice("warn", _l("Warn")), SelectChoice("invalidate", _l("Invalidate"))])
 
 
 class GradeRow(Form):

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 from core.config import Config
 from core.extensions import db
@@ -105,10 +106,12 @@ def config(database_url, tmp_path) -> Config:
 
 @pytest.fixture
 def app(config):
+    """The app on a fresh database. No app context stays pushed: each request gets its own."""
     app = create_app(config)
     with app.app_context():
         db.create_all()
-        yield app
+    yield app
+    with app.app_context():
         db.session.remove()
         if db.engine.dialect.name == "postgresql":
             names = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
@@ -118,13 +121,24 @@ def app(config):
 
 
 @pytest.fixture
-def session(app):
-    return db.session
+def engine(app):
+    with app.app_context():
+        return db.engine
+
+
+@pytest.fixture
+def session(engine):
+    """A database session of the test's own, apart from the sessions of requests."""
+    with Session(engine) as session:
+        yield session
 
 
 @pytest.fixture
 def client(app):
-    return app.test_client()
+    """A browser that prefers English (the Chinese pages have tests of their own)."""
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return client
 
 
 @pytest.fixture
@@ -176,7 +190,7 @@ def make_round(session, example_spec):
 CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
-def csrf_token(client, path: str = "/staff/sign-in") -> str:
+def csrf_token(client, path: str = "/") -> str:
     """The CSRF token of the client's session, read from a page as a browser would."""
     match = CSRF_RE.search(client.get(path).get_data(as_text=True))
     assert match, f"no CSRF token on {path}"

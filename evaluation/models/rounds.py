@@ -147,8 +147,10 @@ class Dimension(Labelled, db.Model):
     weight: Mapped[float | None]
 
     round: Mapped[Round] = relationship(back_populates="dimensions")
+    #: Items are owned by the round; deleting a dimension must not null their dimension_id.
     items: Mapped[list["Item"]] = relationship(
-        back_populates="dimension", order_by="Item.position", overlaps="items,round")
+        back_populates="dimension", order_by="Item.position", overlaps="items,round",
+        passive_deletes="all")
 
 
 class Item(Labelled, db.Model):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, url_for
+from flask import Blueprint, current_app, redirect, url_for
+
+from core.extensions import limiter
 
 from evaluation.views import auth, edit, rounds
 from evaluation.views.access import staff_required, writer_required
@@ -15,9 +17,15 @@ def index():
     return redirect(url_for("evaluation.list_rounds"))
 
 
+def login_limit() -> str:
+    """The sign-in rate limit from the settings."""
+    return current_app.config["PINGYI"].login_rate_limit
+
+
 #: (rule, endpoint, view, methods); the access decorator is part of the table.
 URLS = [
-    ("/sign-in", "sign_in", auth.sign_in, ["GET", "POST"]),
+    ("/sign-in", "sign_in", limiter.limit(login_limit, methods=["POST"])(auth.sign_in),
+     ["GET", "POST"]),
     ("/sign-out", "sign_out", auth.sign_out, ["POST"]),
     ("/language", "set_language", auth.set_language, ["POST"]),
     ("/", "index", staff_required(index), ["GET"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from wtforms.fields.choices import SelectChoice
 
 from core.extensions import db
 from evaluation import editing
@@ -49,7 +50,7 @@ def edit_settings(round_id: int):
         return refused
     spec = export_spec(round_)
     form = SettingsForm(data=None if request.method == "POST" else editing.settings_form_data(spec))
-    form.dissatisfied.choices = [(g["key"], g["label"]["zh"] + " / " + g["label"]["en"])
+    form.dissatisfied.choices = [SelectChoice(g["key"], g["label"]["zh"] + " / " + g["label"]["en"])
                                  for g in spec["grades"]]
     problems = []
     if form.validate_on_submit():

@@ -6,6 +6,7 @@ import json
 
 from flask import Response, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
+from wtforms.fields.choices import SelectChoice
 
 from core.extensions import db
 from evaluation import rounds as use
@@ -27,8 +28,8 @@ def new_round():
     """Create a draft: blank with defaults, copied from another round, or from a spec file."""
     form = NewRoundForm()
     existing = use.list_rounds(db.session)
-    form.template.choices = [(0, _("Defaults (优秀/称职/基本称职/不称职, four groups)"))] + [
-        (r.id, f"#{r.id} {r.title} ({r.period})") for r in existing]
+    form.template.choices = [SelectChoice(0, _("Defaults (优秀/称职/基本称职/不称职, four groups)"))] + [
+        SelectChoice(r.id, f"#{r.id} {r.title} ({r.period})") for r in existing]
     problems: list[str] = []
     if form.validate_on_submit():
         try:
@@ -73,8 +74,7 @@ def transition_round(round_id: int, action: str):
             use.transition_round(db.session, round_, action, actor())
             flash(_("Done: the round is now %(status)s.", status=_(round_.status)), "success")
         except PingyiError as exc:
-            for problem in exc.problems:
-                flash(problem, "error")
+            flash(exc.message, "error")
     return redirect(url_for("evaluation.show_round", round_id=round_.id))
 
 
