@@ -15,6 +15,7 @@ from sqlalchemy import select
 from core.extensions import db
 from evaluation import rounds as use
 from evaluation.accounts import create_user
+from evaluation.cli_results import results_command
 from evaluation.errors import PingyiError
 from evaluation.models import ROLES, User
 from evaluation.specs import SpecError, load_spec
@@ -137,5 +138,6 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(user_cli)
     app.cli.add_command(round_cli)
     app.cli.add_command(demo)
+    app.cli.add_command(results_command)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Date, ForeignKey, String, Text, UniqueConstraint, true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import db
@@ -49,6 +49,9 @@ class Ballot(db.Model):
     receipt: Mapped[str] = mapped_column(String(32), unique=True)
     cast_on: Mapped[dt.date] = mapped_column(Date)
     is_paper: Mapped[bool] = mapped_column(default=False)
+    #: False when the round's validity rule invalidated the ballot (same grade for all, all
+    #: Excellent); an invalid ballot is kept and listed on the bulletin but never counted.
+    is_valid: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
 
 
 class Rating(db.Model):
