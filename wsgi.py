@@ -6,13 +6,14 @@ import logging
 import sys
 
 from dotenv import load_dotenv
-from flask import Flask, g, render_template, request, session
+from flask import Flask, current_app, render_template, request, session
 from flask_babel import get_locale, lazy_gettext
 from sqlalchemy.exc import OperationalError
 
 import core.database  # noqa: F401 - registers the SQLite connection settings
 from core.config import Config, ConfigError
 from core.extensions import babel, csrf, db, limiter, login_manager, migrate
+from evaluation.invitations import Keys
 
 LOCALES = ("zh", "en")
 
@@ -38,7 +39,7 @@ def create_app(config: Config | None = None) -> Flask:
         SECRET_KEY=config.secret_key,
         SECRET_KEY_FALLBACKS=list(config.secret_key_fallbacks),
         SQLALCHEMY_DATABASE_URI=config.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(config),
         MAX_CONTENT_LENGTH=config.max_content_length,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -52,15 +53,25 @@ def create_app(config: Config | None = None) -> Flask:
         RATELIMIT_HEADERS_ENABLED=True,
     )
     _init_extensions(app)
+    app.extensions["pingyi.keys"] = Keys.from_config(config)
     _register_blueprints(app)
     _register_hooks(app)
     return app
+
+
+def _engine_options(config: Config) -> dict:
+    """Pool settings; SQLite writers wait for the lock instead of failing at once."""
+    if config.database_url.startswith("sqlite"):
+        return {"connect_args": {"timeout": config.sqlite_busy_timeout_ms / 1000}}
+    return {"pool_pre_ping": True}
 
 
 def _init_extensions(app: Flask) -> None:
     import os
 
     db.init_app(app)
+    # Before CSRFProtect reads the form: ballots get a much smaller body limit than imports.
+    app.before_request(limit_ballot_body)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"),
                      render_as_batch=True, compare_type=True)
     csrf.init_app(app)
@@ -70,6 +81,12 @@ def _init_extensions(app: Flask) -> None:
     login_manager.login_view = "evaluation.sign_in"
     login_manager.login_message = lazy_gettext("Please sign in to see this page.")
     login_manager.session_protection = "strong"
+
+
+def limit_ballot_body() -> None:
+    """Evaluator pages accept small bodies only."""
+    if request.blueprint == "survey":
+        request.max_content_length = current_app.config["PINGYI"].max_ballot_bytes
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -48,6 +48,16 @@ class Config:
     #: Werkzeug hash method for staff passwords; tests lower its cost.
     password_hash_method: str = "scrypt"
     login_rate_limit: str = "10 per minute"
+    #: Invalid ballot links or codes one address may try (valid ballots are never limited).
+    link_rate_limit: str = "30 per minute"
+    #: Where ballot links point (no trailing slash).
+    base_url: str = "http://127.0.0.1:5000"
+    #: While a round is open, ballots are re-shuffled on disk after every this many ballots.
+    mix_every: int = 20
+    #: How long a SQLite writer waits for the lock before giving up, in milliseconds.
+    sqlite_busy_timeout_ms: int = 10_000
+    #: Largest ballot body accepted, in bytes.
+    max_ballot_bytes: int = 64 * 1024
     #: Largest request body accepted, in bytes (imports included).
     max_content_length: int = 4 * 1024 * 1024
     testing: bool = False
@@ -76,6 +86,8 @@ class Config:
             mail_password=env.get("MAIL_PASSWORD") or None,
             mail_use_tls=env.get("MAIL_USE_TLS", "").lower() in ("1", "true", "yes"),
             mail_sender=env.get("MAIL_SENDER") or "pingyi@localhost",
+            base_url=(env.get("PINGYI_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+            mix_every=int(env.get("PINGYI_MIX_EVERY") or 20),
         )
         values.update(overrides)
         if "database_url" in overrides:

@@ -16,7 +16,6 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute("PRAGMA busy_timeout = 10000")
     # Deleted ballot pages are zeroed, so a copied file keeps no old rows.
     cursor.execute("PRAGMA secure_delete = ON")
     cursor.close()

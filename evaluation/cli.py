@@ -16,6 +16,7 @@ from core.extensions import db
 from evaluation import rounds as use
 from evaluation.accounts import create_user
 from evaluation.cli_results import results_command
+from evaluation.cli_voting import VOTING_COMMANDS
 from evaluation.errors import PingyiError
 from evaluation.models import ROLES, User
 from evaluation.specs import SpecError, load_spec
@@ -139,5 +140,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(round_cli)
     app.cli.add_command(demo)
     app.cli.add_command(results_command)
+    for command in VOTING_COMMANDS:
+        app.cli.add_command(command)
 
 

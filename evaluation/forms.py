@@ -6,11 +6,11 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import (
-    BooleanField, EmailField, FieldList, Form, FormField, PasswordField, SelectField,
+    BooleanField, EmailField, FieldList, Form, FormField, IntegerField, PasswordField, SelectField,
     SelectMultipleField, StringField, SubmitField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 BLANK_ROWS = 3
@@ -136,3 +136,11 @@ DYNAMIC_WORDS = [
     _l("draft"), _l("open"), _l("closed"), _l("published"), _l("archived"),
     _l("admin"), _l("organiser"), _l("analyst"), _l("warn"), _l("invalidate"),
 ]
+
+
+class SlipsForm(FlaskForm):
+    """How many printable QR slips, for which group."""
+
+    group = SelectField(_l("Rater group"), choices=[])
+    count = IntegerField(_l("Number of slips"), default=10,
+                         validators=[DataRequired(), NumberRange(min=1, max=500)])

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from core.types import utcnow
 from evaluation import audit
+from evaluation.ballot_box import mix_round, seal_round, vacuum_after_mix
 from evaluation.definitions import apply_spec, export_spec
 from evaluation.errors import NotFoundError, PingyiError, RoundNotEditableError, TransitionError
 from evaluation.models import Round
@@ -121,9 +122,15 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
     if result.rowcount != 1:
         session.rollback()
         raise TransitionError("the round changed meanwhile; reload and try again")
+    if action == "close":
+        # Ballots in flight have committed (closing waited for their lock); now shuffle and seal.
+        mix_round(session, round_.id)
+        seal_round(session, round_)
     audit.record(session, actor, f"round.{action}", round_.id,
                  **({"fingerprint": values["fingerprint"]} if action == "open" else {}))
     session.commit()
+    if action == "close":
+        vacuum_after_mix(session, full=True)
     session.refresh(round_)
     return round_
 

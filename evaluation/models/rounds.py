@@ -92,6 +92,10 @@ class Round(db.Model):
     #: Canonical JSON of the settings as frozen at opening; its SHA-256 is the fingerprint.
     frozen_spec: Mapped[str | None] = mapped_column(Text)
     fingerprint: Mapped[str | None] = mapped_column(String(64))
+    #: Head of the SHA-256 chain over the ballots in receipt order, sealed at close.
+    seal_head: Mapped[str | None] = mapped_column(String(64))
+    #: How many ballots the seal covers.
+    sealed_count: Mapped[int | None]
 
     grades: Mapped[list["Grade"]] = relationship(
         back_populates="round", order_by="Grade.position", cascade="all, delete-orphan")

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, redirect, url_for
 
 from core.extensions import limiter
 
-from evaluation.views import auth, edit, results, rounds
+from evaluation.views import auth, edit, results, rounds, voting
 from evaluation.views.access import staff_required, writer_required
 
 bp = Blueprint("evaluation", __name__, url_prefix="/staff")
@@ -46,6 +46,9 @@ URLS = [
      writer_required(edit.edit_list), ["GET", "POST"]),
     ("/rounds/<int:round_id>/cadres/import", "import_cadres", writer_required(edit.import_cadres),
      ["POST"]),
+    ("/rounds/<int:round_id>/slips", "make_slips", writer_required(voting.make_slips), ["POST"]),
+    ("/rounds/<int:round_id>/turnout.json", "show_turnout", staff_required(voting.show_turnout),
+     ["GET"]),
     ("/rounds/<int:round_id>/results", "show_results", staff_required(results.show_results),
      ["GET"]),
     ("/rounds/<int:round_id>/results.<any(csv, xlsx):fmt>", "export_results",

@@ -1,0 +1,218 @@
+"""The ballot box: cast a ballot atomically and anonymously; mix and seal at close; verify.
+
+Casting is one transaction: (PostgreSQL) a shared lock on the round row, so that closing waits for
+ballots in flight; a conditional update that marks the invitation used only if it is unused and the
+round open — exactly one row or refuse, never check-then-write; then the ballot and its ratings.
+The ballot row knows nothing of the invitation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+
+from sqlalchemy import exists, func, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from evaluation.ballot_sheet import ParsedBallot
+from evaluation.errors import PingyiError
+from evaluation.invitations import CODE_ALPHABET
+from evaluation.models import Ballot, Grade, Invitation, Item, ItemRating, Participation, Rating, Round
+
+RECEIPT_LENGTH = 12
+
+
+class CastError(PingyiError):
+    """The ballot was not recorded; `reason` says why: used, closed, not_started, unknown."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"ballot refused: {reason}")
+        self.reason = reason
+
+
+def new_receipt() -> str:
+    """A random receipt code, grouped for reading: XXXX-XXXX-XXXX."""
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(RECEIPT_LENGTH))
+    return "-".join(raw[i:i + 4] for i in range(0, RECEIPT_LENGTH, 4))
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: int,
+                parsed: ParsedBallot, invalidate: bool, is_paper: bool = False) -> str:
+    """Record one ballot for an invitation; return its receipt. CastError changes nothing."""
+    try:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR SHARE"), {"r": round_id})
+        used = session.execute(
+            update(Invitation)
+            .where(Invitation.id == invitation_id, Invitation.round_id == round_id,
+                   Invitation.group_id == group_id, Invitation.is_used.is_(False),
+                   exists().where(Round.id == round_id, Round.status == "open"))
+            .values(is_used=True).execution_options(synchronize_session=False))
+        if used.rowcount != 1:
+            session.rollback()
+            raise CastError(why_refused(session, invitation_id, round_id))
+        receipt = _insert_ballot(session, round_id, group_id, parsed,
+                                 is_valid=not (invalidate and parsed.suspicious), is_paper=is_paper)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return receipt
+
+
+def _insert_ballot(session: Session, round_id: int, group_id: int, parsed: ParsedBallot,
+                   is_valid: bool, is_paper: bool) -> str:
+    ballot_id, receipt = secrets.token_hex(16), new_receipt()
+    session.execute(insert(Ballot).values(id=ballot_id, round_id=round_id, group_id=group_id,
+                                          receipt=receipt, cast_on=today(), is_paper=is_paper,
+                                          is_valid=is_valid))
+    session.execute(insert(Rating), [
+        {"ballot_id": ballot_id, "participation_id": pid, "grade_id": grade_id, "comment": comment}
+        for pid, grade_id, comment, _items in parsed.answers])
+    item_rows = [{"ballot_id": ballot_id, "participation_id": pid, "item_id": item_id, "value": value}
+                 for pid, _g, _c, items in parsed.answers for item_id, value in items]
+    if item_rows:
+        session.execute(insert(ItemRating), item_rows)
+    return receipt
+
+
+def why_refused(session: Session, invitation_id: int, round_id: int) -> str:
+    """Why a conditional update touched nothing: used, closed, not_started or unknown."""
+    row = session.execute(select(Invitation.is_used, Round.status).join(
+        Round, Round.id == Invitation.round_id).where(
+        Invitation.id == invitation_id, Invitation.round_id == round_id)).first()
+    session.rollback()
+    if row is None:
+        return "unknown"
+    is_used, status = row
+    if status == "draft":
+        return "not_started"
+    if status != "open":
+        return "closed"
+    return "used" if is_used else "unknown"
+
+
+def ballots_in_round(session: Session, round_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Ballot).where(Ballot.round_id == round_id)) or 0
+
+
+# --- mixing: physical order and transaction ids must not relink ballots to invitations ---------
+
+MIXED_TABLES = (("ballots", "round_id = :r"),
+                ("ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
+                ("item_ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
+                ("invitations", "round_id = :r"))
+
+
+def mix_round(session: Session, round_id: int) -> None:
+    """Rewrite the round's ballot rows and invitations in random order, in this transaction.
+
+    PostgreSQL only (SQLite keeps ballots in random-key order without rowids): every row gets
+    this transaction's xmin and a new place on disk, in an order that says nothing. The caller
+    commits, then runs vacuum_after_mix() to clear the dead versions.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR UPDATE"), {"r": round_id})
+    for table, where in MIXED_TABLES:
+        session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
+                             f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
+    # Children first out, parents first in; ratings cascade with their ballots.
+    session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
+    session.execute(text("DELETE FROM invitations WHERE round_id = :r"), {"r": round_id})
+    for table, _where in MIXED_TABLES:
+        session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
+
+
+def vacuum_after_mix(session: Session, full: bool = False) -> None:
+    """Clear old row versions after a mix, outside any transaction.
+
+    PostgreSQL: VACUUM (FULL at close: the tables are rewritten into new files). SQLite: VACUUM
+    rebuilds the file at close (secure_delete zeroes freed pages anyway), and the WAL, which holds
+    pages in commit order, is checkpointed and truncated.
+    """
+    session.commit()  # end whatever transaction the session holds
+    engine = session.get_bind()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            option = "FULL " if full else ""
+            for table, _where in MIXED_TABLES:
+                conn.execute(text(f"VACUUM {option}{table}"))
+        elif engine.dialect.name == "sqlite":
+            if full:
+                conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def maybe_mix(session: Session, round_id: int, every: int) -> bool:
+    """After every `every` ballots of an open round, mix and vacuum; True if it did."""
+    if every <= 0 or ballots_in_round(session, round_id) % every:
+        session.rollback()
+        return False
+    mix_round(session, round_id)
+    session.commit()
+    vacuum_after_mix(session)
+    return True
+
+
+# --- sealing -----------------------------------------------------------------------------------
+
+def _ballot_documents(session: Session, round_id: int) -> list[tuple[str, str]]:
+    """(receipt, canonical JSON of the ballot's content) for every ballot, in receipt order."""
+    rows = session.execute(
+        select(Ballot.receipt, Ballot.is_valid, Ballot.is_paper, Participation.position,
+               func.coalesce(Grade.key, "dont_know"), Rating.comment)
+        .join(Rating, Rating.ballot_id == Ballot.id)
+        .join(Participation, Participation.id == Rating.participation_id)
+        .outerjoin(Grade, Grade.id == Rating.grade_id)
+        .where(Ballot.round_id == round_id)).all()
+    items = session.execute(
+        select(Ballot.receipt, Participation.position, Item.key, ItemRating.value)
+        .join(ItemRating, ItemRating.ballot_id == Ballot.id)
+        .join(Participation, Participation.id == ItemRating.participation_id)
+        .join(Item, Item.id == ItemRating.item_id)
+        .where(Ballot.round_id == round_id)).all()
+    by_rating: dict[tuple[str, int], dict] = {}
+    for receipt, position, item_key, value in items:
+        by_rating.setdefault((receipt, position), {})[item_key] = value
+    ballots: dict[str, dict] = {}
+    for receipt, is_valid, is_paper, position, grade, comment in rows:
+        doc = ballots.setdefault(receipt, {"valid": is_valid, "paper": is_paper, "ratings": {}})
+        doc["ratings"][str(position)] = [grade, comment or "", by_rating.get((receipt, position), {})]
+    return [(r, json.dumps(ballots[r], sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+            for r in sorted(ballots)]
+
+
+def seal_chain(fingerprint: str, documents: list[tuple[str, str]]) -> str:
+    """Head of the SHA-256 chain over (receipt, content) pairs, starting from the fingerprint."""
+    head = hashlib.sha256(f"pingyi-seal:{fingerprint}".encode()).hexdigest()
+    for receipt, content in documents:
+        head = hashlib.sha256(f"{head}\n{receipt}\n{content}".encode("utf-8")).hexdigest()
+    return head
+
+
+def seal_round(session: Session, round_: Round) -> None:
+    """Compute and store the seal over the round's ballots (flushes; the caller commits)."""
+    documents = _ballot_documents(session, round_.id)
+    session.execute(update(Round).where(Round.id == round_.id).values(
+        seal_head=seal_chain(round_.fingerprint, documents), sealed_count=len(documents))
+        .execution_options(synchronize_session=False))
+
+
+def verify_seal(session: Session, round_: Round) -> tuple[bool, str, int]:
+    """Recompute the seal: (holds, recomputed head, ballots counted)."""
+    documents = _ballot_documents(session, round_.id)
+    head = seal_chain(round_.fingerprint, documents)
+    return head == round_.seal_head and len(documents) == round_.sealed_count, head, len(documents)
+
+
+def receipts(session: Session, round_id: int) -> list[str]:
+    """Every receipt of the round, sorted (the bulletin's order)."""
+    return list(session.scalars(select(Ballot.receipt).where(Ballot.round_id == round_id)
+                                .order_by(Ballot.receipt)))

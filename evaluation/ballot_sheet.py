@@ -1,0 +1,165 @@
+"""What one rater group's ballot holds, and the strict parsing of a posted ballot against it.
+
+Every value is checked against fixed choices: a grade key (or "dont_know"), an item value that is
+exactly one of the scale's decimal numerals ("3", never "٣", "５", "+3" or " 3"). Anything else —
+unknown or repeated fields, a missing grade, the Excellent quota, a missing required reason —
+is an error, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from evaluation.models import Round
+
+DONT_KNOW = "dont_know"
+MAX_COMMENT = 500
+FIXED_FIELDS = {"csrf_token"}
+
+
+@dataclass(frozen=True)
+class SheetCadre:
+    participation_id: int
+    key: str
+    name: str
+    post: str | None
+    unit: str | None
+
+
+@dataclass(frozen=True)
+class SheetChoice:
+    id: int
+    key: str
+    label_zh: str
+    label_en: str
+    is_dissatisfied: bool = False
+    dimension_zh: str = ""
+    dimension_en: str = ""
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """The ballot of one group in one open round: immutable while the round is open."""
+
+    round_id: int
+    group_id: int
+    group_key: str
+    title: str
+    cadres: tuple[SheetCadre, ...]
+    grades: tuple[SheetChoice, ...]
+    items: tuple[SheetChoice, ...]
+    scale: tuple[int, ...]
+    dont_know: bool
+    quota: int | None
+    reason_required: bool
+    validity: str
+
+    @property
+    def field_names(self) -> frozenset[str]:
+        names = set(FIXED_FIELDS)
+        for c in self.cadres:
+            names |= {f"grade-{c.key}", f"comment-{c.key}"}
+            names |= {f"item-{c.key}-{i.key}" for i in self.items}
+        return frozenset(names)
+
+
+@dataclass
+class ParsedBallot:
+    """A posted ballot: the answers as given, and the errors by field name ("" for the whole)."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    #: (participation_id, grade_id or None for don't know, comment, [(item_id, value)])
+    answers: list[tuple[int, int | None, str | None, list[tuple[int, int]]]] = field(default_factory=list)
+    #: Reasons the ballot would be invalid under the round's validity rule.
+    suspicious: list[str] = field(default_factory=list)
+
+
+def quota_count(quota: float | None, n_cadres: int) -> int | None:
+    """How many cadres one ballot may grade Excellent: floor(quota × n), but at least one."""
+    if quota is None:
+        return None
+    return max(1, math.floor(quota * n_cadres + 1e-9))
+
+
+def build_sheet(round_: Round, group_id: int) -> Sheet:
+    """The sheet of a group from the round's rows."""
+    group = next(g for g in round_.groups if g.id == group_id)
+    targets = {t.participation_id for t in group.targets}
+    cadres = tuple(SheetCadre(p.id, p.cadre.key, p.cadre.name, p.post, p.unit)
+                   for p in round_.participations if group.rates_all or p.id in targets)
+    return Sheet(
+        round_id=round_.id, group_id=group.id, group_key=group.key, title=round_.title,
+        cadres=cadres,
+        grades=tuple(SheetChoice(g.id, g.key, g.label_zh, g.label_en, g.is_dissatisfied)
+                     for g in round_.grades),
+        items=tuple(SheetChoice(i.id, i.key, i.label_zh, i.label_en, False, i.dimension.label_zh,
+                                i.dimension.label_en) for i in round_.items),
+        scale=tuple(range(round_.item_min, round_.item_max + 1)),
+        dont_know=round_.dont_know, quota=quota_count(round_.excellent_quota, len(cadres)),
+        reason_required=round_.reason_required, validity=round_.validity)
+
+
+def parse_ballot(sheet: Sheet, form) -> ParsedBallot:
+    """Check a posted form (a werkzeug MultiDict) against the sheet."""
+    parsed = ParsedBallot()
+    allowed = sheet.field_names
+    for name in form.keys():
+        values = form.getlist(name)
+        if name not in allowed:
+            parsed.errors[""] = "unknown field"
+        elif len(values) > 1:
+            parsed.errors[name] = "given more than once"
+        else:
+            parsed.values[name] = values[0]
+    for cadre in sheet.cadres:
+        _parse_cadre(sheet, cadre, parsed)
+    _check_quota(sheet, parsed)
+    _check_validity(sheet, parsed)
+    if parsed.errors:
+        parsed.answers = []
+    return parsed
+
+
+def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
+    grade_field = f"grade-{cadre.key}"
+    raw = parsed.values.get(grade_field, "")
+    grade = next((g for g in sheet.grades if g.key == raw), None)
+    if raw == DONT_KNOW and sheet.dont_know:
+        grade_id = None
+    elif grade is not None:
+        grade_id = grade.id
+    else:
+        parsed.errors.setdefault(grade_field, "choose a grade" if raw == "" else "not one of the choices")
+        return
+    items = []
+    for item in sheet.items:
+        name = f"item-{cadre.key}-{item.key}"
+        value = parsed.values.get(name, "")
+        if value == "" and grade_id is None:
+            continue
+        number = next((v for v in sheet.scale if str(v) == value), None)
+        if number is None:
+            parsed.errors.setdefault(name, "rate this item" if value == "" else "not one of the choices")
+        else:
+            items.append((item.id, number))
+    comment = parsed.values.get(f"comment-{cadre.key}", "").strip()
+    if len(comment) > MAX_COMMENT:
+        parsed.errors[f"comment-{cadre.key}"] = "too long"
+    elif not comment and sheet.reason_required and grade is not None and grade.is_dissatisfied:
+        parsed.errors[f"comment-{cadre.key}"] = "give a reason"
+    parsed.answers.append((cadre.participation_id, grade_id, comment or None, items))
+
+
+def _check_quota(sheet: Sheet, parsed: ParsedBallot) -> None:
+    best = sheet.grades[0].id
+    n_best = sum(1 for _p, grade_id, _c, _i in parsed.answers if grade_id == best)
+    if sheet.quota is not None and n_best > sheet.quota:
+        parsed.errors["quota"] = "quota"
+
+
+def _check_validity(sheet: Sheet, parsed: ParsedBallot) -> None:
+    grades = [grade_id for _p, grade_id, _c, _i in parsed.answers if grade_id is not None]
+    if len(grades) >= 2 and len(set(grades)) == 1:
+        parsed.suspicious.append("all_excellent" if grades[0] == sheet.grades[0].id else "same_grade")

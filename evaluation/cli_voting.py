@@ -1,0 +1,131 @@
+"""Commands for links and ballots: links, invite, remind, verify."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from core.extensions import db
+from evaluation.ballot_box import verify_seal
+from evaluation.errors import PingyiError
+from evaluation.invitations import issue_links
+from evaluation.inviting import MailReport, invite, read_addresses, remind
+from evaluation.mailer import Mailer, MailSettings
+from evaluation.rounds import get_round
+
+
+def _refuse(problems: list[str], status: int = 1):
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    sys.exit(status)
+
+
+def _context():
+    config = current_app.config["PINGYI"]
+    return config, current_app.extensions["pingyi.keys"]
+
+
+def _actor() -> str:
+    from evaluation.cli import cli_actor
+    return cli_actor()
+
+
+@click.command("links")
+@click.argument("round_id", type=int, metavar="ROUND")
+@click.option("--group", "group_key", required=True, help="Key of the rater group the links are for.")
+@click.option("--count", type=int, required=True, help="How many links to make (1-2000).")
+@with_appcontext
+def links_command(round_id: int, group_key: str, count: int) -> None:
+    """Print COUNT new ballot links for a group: the URL, a tab, the short code, one a line."""
+    config, keys = _context()
+    try:
+        links = issue_links(db.session, get_round(db.session, round_id), group_key, count, keys, _actor())
+    except PingyiError as exc:
+        _refuse(exc.problems)
+    for link in links:
+        click.echo(f"{config.base_url}/v/{link.token}\t{link.display_code}")
+    click.echo(f"{len(links)} links for group {group_key}; they are not stored: keep this output",
+               err=True)
+
+
+def _print_report(report: MailReport, to_outbox: bool, outbox: Path) -> None:
+    for address, why in report.failed:
+        click.echo(f"not sent: {address}: {why}", err=True)
+    click.echo(f"sent {len(report.sent)}, skipped {len(report.skipped)} (sent before), "
+               f"failed {len(report.failed)}", err=True)
+    if to_outbox:
+        click.echo(f"no MAIL_SERVER configured: messages were written to {outbox}", err=True)
+
+
+def _progress(n: int, total: int, address: str) -> None:
+    click.echo(f"[{n}/{total}] {address}", err=True)
+
+
+@click.command("invite")
+@click.argument("round_id", type=int, metavar="ROUND")
+@click.option("--group", "group_key", required=True, help="Key of the rater group to invite into.")
+@click.option("--emails", "path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV or XLSX file with an 'email' column.")
+@with_appcontext
+def invite_command(round_id: int, group_key: str, path: Path) -> None:
+    """Mail each address its own ballot link; re-running sends nobody a second link."""
+    config, keys = _context()
+    try:
+        addresses, bad = read_addresses(path.name, path.read_bytes())
+        settings = MailSettings.from_config(config)
+        with Mailer(settings) as mailer:
+            report = invite(db.session, get_round(db.session, round_id), group_key, addresses, keys,
+                            mailer, config.base_url, _actor(), _progress)
+    except OSError as exc:
+        _refuse([f"{path}: {exc.strerror or exc}"])
+    except PingyiError as exc:
+        _refuse(exc.problems)
+    report.failed[:0] = bad
+    _print_report(report, mailer.to_outbox, settings.outbox)
+    sys.exit(1 if report.failed else 0)
+
+
+@click.command("remind")
+@click.argument("round_id", type=int, metavar="ROUND")
+@with_appcontext
+def remind_command(round_id: int) -> None:
+    """Mail a fresh link to every invited address whose link is still unused."""
+    config, keys = _context()
+    try:
+        settings = MailSettings.from_config(config)
+        with Mailer(settings) as mailer:
+            report = remind(db.session, get_round(db.session, round_id), keys, mailer,
+                            config.base_url, _actor(), _progress)
+    except OSError as exc:
+        _refuse([f"mail server: {exc}"])
+    except PingyiError as exc:
+        _refuse(exc.problems)
+    _print_report(report, mailer.to_outbox, settings.outbox)
+    sys.exit(1 if report.failed else 0)
+
+
+@click.command("verify")
+@click.argument("round_id", type=int, metavar="ROUND")
+@with_appcontext
+def verify_command(round_id: int) -> None:
+    """Recompute the seal of a closed round and say whether it holds."""
+    try:
+        round_ = get_round(db.session, round_id)
+    except PingyiError as exc:
+        _refuse(exc.problems)
+    if round_.seal_head is None:
+        _refuse([f"round {round_id} is {round_.status}: it is sealed when it closes"])
+    holds, head, count = verify_seal(db.session, round_)
+    if holds:
+        click.echo(f"seal holds: {count} ballots, head {head}")
+        return
+    click.echo(f"seal BROKEN: stored {round_.sealed_count} ballots, head {round_.seal_head}; "
+               f"recomputed {count} ballots, head {head}", err=True)
+    sys.exit(1)
+
+
+VOTING_COMMANDS = (links_command, invite_command, remind_command, verify_command)

@@ -1,0 +1,178 @@
+"""Invitations: issue signed one-time links and short codes, find them again, re-mint unused ones.
+
+The database keeps only digests: SHA-256 of the link's 128-bit secret, and an HMAC of the short
+code under the secret key (a 10-character code is short enough to brute-force from a bare hash).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.signing import BadLinkError, LinkSigner
+from evaluation import audit
+from evaluation.errors import NotFoundError, PingyiError
+from evaluation.models import Ballot, Invitation, RaterGroup, Round
+
+#: No 0/O, 1/I/L: nothing that reads as something else on a slip.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_LENGTH = 10
+MAX_LINKS_AT_ONCE = 2000
+ISSUABLE = ("draft", "open")
+
+
+class IssueError(PingyiError):
+    """Links cannot be issued as asked."""
+
+
+class UnknownLinkError(PingyiError):
+    """No invitation answers to this link or code."""
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A new link, known only now: the token for the URL and the short code."""
+
+    invitation_id: int
+    token: str
+    code: str
+    email: str | None = None
+
+    @property
+    def display_code(self) -> str:
+        return f"{self.code[:5]}-{self.code[5:]}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """What invitations need from the settings: the link signer and the secret keys."""
+
+    signer: LinkSigner
+    secret_keys: tuple[str, ...]  # current first, then fallbacks
+
+    @classmethod
+    def from_config(cls, config) -> "Keys":
+        return cls(LinkSigner(config.secret_key, config.secret_key_fallbacks),
+                   (config.secret_key, *config.secret_key_fallbacks))
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def code_digest(code: str, key: str) -> str:
+    return hmac.new(key.encode("utf-8"), b"pingyi.code:" + code.encode("ascii"), "sha256").hexdigest()
+
+
+def normalise_code(text: str) -> str | None:
+    """The code as stored (upper case, no separators), or None if it cannot be one."""
+    code = re.sub(r"[\s\-–—_.]", "", text or "").upper()
+    if len(code) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in code):
+        return None
+    return code
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def group_of(round_: Round, group_key: str) -> RaterGroup:
+    group = next((g for g in round_.groups if g.key == group_key), None)
+    if group is None:
+        keys = ", ".join(g.key for g in round_.groups)
+        raise IssueError(f"group: round {round_.id} has no group {group_key!r} (it has {keys})")
+    return group
+
+
+def issue_links(session: Session, round_: Round, group_key: str, count: int, keys: Keys,
+                actor: str, emails: list[str] | None = None) -> list[IssuedLink]:
+    """Create invitations for a group and return their links (secrets are not kept); commits."""
+    if round_.status not in ISSUABLE:
+        raise IssueError(f"links can be issued for a draft or open round, not a {round_.status} one")
+    if not 1 <= count <= MAX_LINKS_AT_ONCE:
+        raise IssueError(f"count: between 1 and {MAX_LINKS_AT_ONCE} at a time, got {count}")
+    group = group_of(round_, group_key)
+    today = dt.date.today()
+    issued = []
+    for n in range(count):
+        secret, code = _new_secret(), _new_code()
+        invitation = Invitation(round_id=round_.id, group_id=group.id, token_hash=token_digest(secret),
+                                code_hash=code_digest(code, keys.secret_keys[0]), issued_on=today,
+                                email=emails[n] if emails else None)
+        session.add(invitation)
+        issued.append((invitation, secret, code))
+    session.flush()
+    audit.record(session, actor, "links.issue", round_.id, group=group.key, count=count,
+                 by_email=bool(emails))
+    session.commit()
+    return [IssuedLink(inv.id, keys.signer.dumps(round_.id, secret), code, inv.email)
+            for inv, secret, code in issued]
+
+
+def remint(session: Session, invitation: Invitation, keys: Keys) -> IssuedLink | None:
+    """Give an unused invitation a fresh secret and code (the old link stops working); flushes.
+
+    None when the invitation was used meanwhile: the conditional update touches no row.
+    """
+    secret, code = _new_secret(), _new_code()
+    result = session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.is_used.is_(False))
+        .values(token_hash=token_digest(secret), code_hash=code_digest(code, keys.secret_keys[0]))
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return None
+    return IssuedLink(invitation.id, keys.signer.dumps(invitation.round_id, secret), code,
+                      invitation.email)
+
+
+def find_by_token(session: Session, token: str, keys: Keys) -> Invitation:
+    """The invitation of a genuine link; BadLinkError before any query for a forged one."""
+    payload = keys.signer.loads(token)
+    invitation = session.scalar(select(Invitation).where(
+        Invitation.token_hash == token_digest(payload.secret), Invitation.round_id == payload.round_id))
+    if invitation is None:
+        raise UnknownLinkError("no invitation for this link")
+    return invitation
+
+
+def find_by_code(session: Session, text: str, keys: Keys) -> Invitation:
+    """The invitation of a short code (any current or fallback key); UnknownLinkError if none."""
+    code = normalise_code(text)
+    if code is None:
+        raise UnknownLinkError("not a code")
+    digests = [code_digest(code, key) for key in keys.secret_keys]
+    invitation = session.scalar(select(Invitation).where(Invitation.code_hash.in_(digests)))
+    if invitation is None:
+        raise UnknownLinkError("no invitation for this code")
+    return invitation
+
+
+def turnout(session: Session, round_: Round) -> list[dict]:
+    """Per group: invitations issued and ballots cast; cast hidden below the minimum group size."""
+    issued = dict(session.execute(select(Invitation.group_id, func.count()).where(
+        Invitation.round_id == round_.id).group_by(Invitation.group_id)).all())
+    cast = dict(session.execute(select(Ballot.group_id, func.count()).where(
+        Ballot.round_id == round_.id).group_by(Ballot.group_id)).all())
+    rows = []
+    for group in round_.groups:
+        n = cast.get(group.id, 0)
+        shown = n >= round_.min_group_size or n == 0
+        rows.append({"group": group.key, "label": {"zh": group.label_zh, "en": group.label_en},
+                     "issued": issued.get(group.id, 0), "cast": n if shown else None,
+                     "below_minimum": not shown})
+    return rows
+
+
+__all__ = ["BadLinkError", "IssueError", "IssuedLink", "Keys", "NotFoundError", "UnknownLinkError",
+           "find_by_code", "find_by_token", "issue_links", "remint", "turnout"]

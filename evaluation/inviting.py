@@ -1,0 +1,111 @@
+"""Mail each address its own link; safe to re-run; remind those whose link is unused."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from evaluation import audit
+from evaluation.accounts import EMAIL_RE
+from evaluation.imports import read_table
+from evaluation.invitations import IssueError, IssuedLink, Keys, group_of, issue_links, remint
+from evaluation.errors import ImportRowsError
+from evaluation.mailer import Mailer, MailError, invitation_message
+from evaluation.models import Invitation, Round
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class MailReport:
+    """What a sending run did."""
+
+    sent: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_addresses(filename: str, data: bytes) -> tuple[list[str], list[tuple[str, str]]]:
+    """Addresses from the `email` column of a CSV or XLSX file, and the bad ones with why."""
+    rows = [r for r in read_table(filename, data) if any(r)]
+    if not rows:
+        raise ImportRowsError("file: it is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    column = next((i for i, h in enumerate(header) if h in ("email", "e-mail", "邮箱", "电子邮箱")), None)
+    if column is None:
+        raise ImportRowsError("row 1: an 'email' column is required")
+    good, bad, seen = [], [], set()
+    for number, row in enumerate(rows[1:], start=2):
+        address = (row[column] if column < len(row) else "").strip().lower()
+        if not EMAIL_RE.match(address) or len(address) > 254:
+            bad.append((address or f"(row {number})", f"row {number}: not an e-mail address"))
+        elif address not in seen:
+            seen.add(address)
+            good.append(address)
+    return good, bad
+
+
+def _deliver(session: Session, mailer: Mailer, round_: Round, link: IssuedLink, base_url: str,
+             reminder: bool, report: MailReport) -> None:
+    message = invitation_message(mailer.settings.sender, link.email, round_.title,
+                                 f"{base_url}/v/{link.token}", link.display_code, reminder)
+    try:
+        mailer.send(message)
+    except MailError as exc:
+        session.rollback()
+        report.failed.append((link.email, exc.args[0]))
+        return
+    session.execute(update(Invitation).where(Invitation.id == link.invitation_id)
+                    .values(last_sent_on=dt.date.today()).execution_options(synchronize_session=False))
+    session.commit()
+    report.sent.append(link.email)
+
+
+def invite(session: Session, round_: Round, group_key: str, addresses: list[str], keys: Keys,
+           mailer: Mailer, base_url: str, actor: str, progress: Progress) -> MailReport:
+    """Send every new address its own link; addresses already sent to are skipped."""
+    group = group_of(round_, group_key)
+    report = MailReport()
+    existing = {inv.email: inv for inv in session.scalars(select(Invitation).where(
+        Invitation.round_id == round_.id, Invitation.email.in_(addresses)))} if addresses else {}
+    new = [a for a in addresses if a not in existing]
+    unsent = []
+    for address, inv in existing.items():
+        if inv.group_id != group.id:
+            report.failed.append((address, "invited already, in another group"))
+        elif inv.last_sent_on is not None:
+            report.skipped.append(address)
+        elif not inv.is_used:
+            unsent.append(inv)
+    links = issue_links(session, round_, group.key, len(new), keys, actor, emails=new) if new else []
+    links += [link for inv in unsent if (link := remint(session, inv, keys)) is not None]
+    for n, link in enumerate(links, start=1):
+        _deliver(session, mailer, round_, link, base_url, False, report)
+        progress(n, len(links), link.email)
+    return report
+
+
+def remind(session: Session, round_: Round, keys: Keys, mailer: Mailer, base_url: str, actor: str,
+           progress: Progress) -> MailReport:
+    """Mail a fresh link to every invited address whose link is still unused (open rounds only)."""
+    if round_.status != "open":
+        raise IssueError(f"reminders go out while a round is open; this one is {round_.status}")
+    report = MailReport()
+    pending = list(session.scalars(select(Invitation).where(
+        Invitation.round_id == round_.id, Invitation.email.is_not(None),
+        Invitation.is_used.is_(False)).order_by(Invitation.id)))
+    audit.record(session, actor, "links.remind", round_.id, count=len(pending))
+    session.commit()
+    for n, invitation in enumerate(pending, start=1):
+        link = remint(session, invitation, keys)
+        if link is None:
+            session.rollback()
+            report.skipped.append(invitation.email)
+        else:
+            _deliver(session, mailer, round_, link, base_url, True, report)
+        progress(n, len(pending), invitation.email)
+    return report

@@ -1,0 +1,114 @@
+"""Use cases behind the evaluator's door: enter with a link or code, load the sheet, cast."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from evaluation.ballot_box import CastError, cast_ballot, maybe_mix
+from evaluation.ballot_sheet import ParsedBallot, Sheet, build_sheet, parse_ballot
+from evaluation.invitations import Keys, find_by_code, find_by_token
+from evaluation.models import Invitation, Round
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the voter's session holds between opening the link and casting."""
+
+    invitation_id: int
+    round_id: int
+    group_id: int
+
+    def to_session(self) -> list[int]:
+        return [self.invitation_id, self.round_id, self.group_id]
+
+    @classmethod
+    def from_session(cls, value) -> "Ticket | None":
+        if (isinstance(value, list) and len(value) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            return cls(*value)
+        return None
+
+
+class BallotInvalidError(Exception):
+    """The posted ballot has errors; nothing was stored."""
+
+    def __init__(self, parsed: ParsedBallot, sheet: Sheet):
+        super().__init__("invalid ballot")
+        self.parsed, self.sheet = parsed, sheet
+
+
+def _state_of(invitation_used: bool, status: str) -> str | None:
+    if status == "draft":
+        return "not_started"
+    if status != "open":
+        return "closed"
+    if invitation_used:
+        return "used"
+    return None
+
+
+def _ticket(session: Session, invitation: Invitation) -> Ticket:
+    status = session.scalar(select(Round.status).where(Round.id == invitation.round_id))
+    refusal = _state_of(invitation.is_used, status)
+    if refusal:
+        raise CastError(refusal)
+    return Ticket(invitation.id, invitation.round_id, invitation.group_id)
+
+
+def enter_with_link(session: Session, token: str, keys: Keys) -> Ticket:
+    """The ticket for a link; BadLinkError / UnknownLinkError / CastError(reason) otherwise."""
+    return _ticket(session, find_by_token(session, token, keys))
+
+
+def enter_with_code(session: Session, code: str, keys: Keys) -> Ticket:
+    """The ticket for a short code; UnknownLinkError / CastError(reason) otherwise."""
+    return _ticket(session, find_by_code(session, code, keys))
+
+
+def sheet_for(session: Session, ticket: Ticket) -> Sheet:
+    """The ballot sheet for a ticket that may still vote; CastError(reason) otherwise."""
+    row = session.execute(
+        select(Invitation.is_used, Round.status, Round.fingerprint)
+        .join(Round, Round.id == Invitation.round_id)
+        .where(Invitation.id == ticket.invitation_id, Invitation.round_id == ticket.round_id)).first()
+    session.rollback()
+    if row is None:
+        raise CastError("unknown")
+    refusal = _state_of(row[0], row[1])
+    if refusal:
+        raise CastError(refusal)
+    return _cached_sheet(session, ticket.round_id, ticket.group_id, row[2])
+
+
+_SHEETS: dict[tuple, Sheet] = {}
+_SHEETS_LOCK = threading.Lock()
+
+
+def _cached_sheet(session: Session, round_id: int, group_id: int, fingerprint: str) -> Sheet:
+    """An open round's settings are frozen and the fingerprint names them: safe to cache."""
+    key = (id(session.get_bind()), round_id, group_id, fingerprint)
+    sheet = _SHEETS.get(key)
+    if sheet is None:
+        sheet = build_sheet(session.get(Round, round_id), group_id)
+        session.rollback()
+        with _SHEETS_LOCK:
+            if len(_SHEETS) > 256:
+                _SHEETS.clear()
+            _SHEETS[key] = sheet
+    return sheet
+
+
+def cast(session: Session, ticket: Ticket, form, mix_every: int) -> str:
+    """Validate a posted ballot and record it; the receipt. BallotInvalidError / CastError."""
+    sheet = sheet_for(session, ticket)
+    parsed = parse_ballot(sheet, form)
+    if parsed.errors:
+        raise BallotInvalidError(parsed, sheet)
+    receipt = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
+                          invalidate=sheet.validity == "invalidate")
+    maybe_mix(session, ticket.round_id, mix_every)
+    return receipt

@@ -1,0 +1,171 @@
+"""Every field is checked against fixed choices; a bad ballot comes back marked and stores nothing."""
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
+
+from evaluation.models import Ballot, Invitation
+from tests.conftest import csrf_token
+from tests.survey.conftest import full_ballot, link_path
+
+
+def stored(session):
+    return (session.scalar(select(func.count()).select_from(Ballot)),
+            session.scalar(select(func.count()).select_from(Invitation).where(Invitation.is_used)))
+
+
+def change(data, **updates):
+    data = dict(data)
+    for key, value in updates.items():
+        key = key.replace("__", "-")
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+CASES = {
+    "missing grade": ({"grade__c03": None}, "grade-c03"),
+    "unknown grade": ({"grade__c03": "superb"}, "grade-c03"),
+    "arabic-indic digit": ({"item__c01__politics": "٣"}, "item-c01-politics"),
+    "fullwidth digit": ({"item__c01__politics": "５"}, "item-c01-politics"),
+    "plus sign": ({"item__c01__politics": "+3"}, "item-c01-politics"),
+    "padded": ({"item__c01__politics": " 3"}, "item-c01-politics"),
+    "leading zero": ({"item__c01__politics": "03"}, "item-c01-politics"),
+    "above the scale": ({"item__c01__politics": "11"}, "item-c01-politics"),
+    "below the scale": ({"item__c01__politics": "0"}, "item-c01-politics"),
+    "decimal": ({"item__c01__politics": "3.0"}, "item-c01-politics"),
+    "missing item": ({"item__c02__ability": None}, "item-c02-ability"),
+    "too long comment": ({"comment__c04": "x" * 501}, "comment-c04"),
+    "missing reason for a dissatisfied grade": ({"grade__c05": "incompetent"}, "comment-c05"),
+    "unknown cadre": ({"grade__c99": "excellent"}, None),
+    "unknown item": ({"item__c01__charisma": "5"}, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_ballot_is_refused_marked_and_kept(client, post, session, make_round, issue, name):
+    updates, field = CASES[name]
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    client.get(link_path(link))
+    data = change(full_ballot(round_), **updates)
+    response = post("/ballot", data)
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert "Your ballot was not recorded yet" in html
+    if field:
+        marker = f'name="{field}"'
+        assert marker in html
+        block = html[:html.index(marker)]
+        assert block.rfind("has-error") > block.rfind("<fieldset")  # the field's own box is marked
+    # answers are kept: the chosen grade of another cadre is still checked
+    assert 'name="grade-c12" value="competent" checked' in html or \
+        'name="grade-c12" value="basic" checked' in html
+    assert stored(session) == (0, 0)
+    assert post("/ballot", full_ballot(round_)).status_code == 302  # the link still works
+
+
+def test_repeated_field_is_refused(client, session, make_round, issue):
+    round_ = make_round("open")
+    client.get(link_path(issue(round_)[0]))
+    data = list(full_ballot(round_).items()) + [("grade-c01", "excellent"),
+                                                ("csrf_token", csrf_token(client))]
+    response = client.post("/ballot", data=MultiDict(data))
+    assert response.status_code == 422
+    assert stored(session) == (0, 0)
+
+
+def test_excellent_quota_is_enforced_by_the_server(client, post, session, make_round, issue):
+    round_ = make_round("open")  # 30% of 12 cadres: at most 3 Excellent
+    client.get(link_path(issue(round_)[0]))
+    four = full_ballot(round_, grade_for=lambda n: "excellent" if n < 4 else "competent")
+    response = post("/ballot", four)
+    assert response.status_code == 422
+    assert "At most 3 cadres may be graded Excellent on one ballot" in response.get_data(as_text=True)
+    assert stored(session) == (0, 0)
+    three = full_ballot(round_, grade_for=lambda n: "excellent" if n < 3 else "competent")
+    assert post("/ballot", three).status_code == 302
+
+
+def test_dont_know_needs_no_items_and_is_stored_as_no_grade(client, post, session, make_round, issue):
+    from evaluation.models import Rating
+    round_ = make_round("open")
+    client.get(link_path(issue(round_)[0]))
+    data = full_ballot(round_)
+    data["grade-c07"] = "dont_know"
+    for item in round_.items:
+        del data[f"item-c07-{item.key}"]
+    assert post("/ballot", data).status_code == 302
+    assert session.scalar(select(func.count()).select_from(Rating).where(Rating.grade_id.is_(None))) == 1
+
+
+def test_dont_know_is_refused_where_the_round_does_not_offer_it(client, post, session, make_round, issue):
+    round_ = make_round("open", dont_know=False)
+    client.get(link_path(issue(round_)[0]))
+    data = full_ballot(round_)
+    data["grade-c07"] = "dont_know"
+    assert post("/ballot", data).status_code == 422
+    assert stored(session) == (0, 0)
+
+
+def test_oversized_ballot_is_refused(client, post, session, make_round, issue):
+    round_ = make_round("open")
+    client.get(link_path(issue(round_)[0]))
+    data = full_ballot(round_)
+    data["comment-c01"] = "长" * 40_000
+    assert post("/ballot", data).status_code == 413
+    assert stored(session) == (0, 0)
+
+
+def test_group_sees_only_its_cadres(client, post, session, make_round, issue, example_spec):
+    example_spec["groups"][0]["cadres"] = ["c01", "c02"]
+    round_ = make_round("open", groups=example_spec["groups"])
+    client.get(link_path(issue(round_, "superior")[0]))
+    html = client.get("/ballot").get_data(as_text=True)
+    assert 'name="grade-c01"' in html and 'name="grade-c03"' not in html
+    data = full_ballot(round_, "superior")
+    assert set(k.split("-")[1] for k in data if k.startswith("grade-")) == {"c01", "c02"}
+    assert post("/ballot", {**data, "grade-c03": "competent"}).status_code == 422
+    assert post("/ballot", data).status_code == 302
+
+
+def test_invalidate_rule_keeps_but_does_not_count_a_uniform_ballot(client, post, session, make_round,
+                                                                   issue):
+    round_ = make_round("open", rules={"validity": "invalidate"})
+    client.get(link_path(issue(round_)[0]))
+    assert post("/ballot", full_ballot(round_, grade_for=lambda n: "competent")).status_code == 302
+    assert session.scalar(select(Ballot.is_valid)) is False
+
+
+def test_twenty_phones_racing_with_one_link_give_one_ballot(app, session, make_round, issue):
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    data = full_ballot(round_)
+    phones = []
+    for _ in range(20):
+        phone = app.test_client()
+        phone.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+        assert phone.get(link_path(link)).status_code == 302
+        phones.append((phone, {**data, "csrf_token": csrf_token(phone)}))
+    barrier = threading.Barrier(len(phones))
+    results = [None] * len(phones)
+
+    def cast(n, phone, form):
+        barrier.wait()
+        response = phone.post("/ballot", data=form)
+        results[n] = (response.status_code, response.get_data(as_text=True))
+
+    threads = [threading.Thread(target=cast, args=(n, *p)) for n, p in enumerate(phones)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(r[0] for r in results)
+    assert statuses == [302] + [409] * 19, statuses
+    assert all("A ballot has already been recorded for this link" in body
+               for status, body in results if status == 409)
+    assert stored(session) == (1, 1)

@@ -1,0 +1,108 @@
+"""From a link to a receipt, and every refusal on the way, on both databases."""
+
+import pytest
+from sqlalchemy import func, select
+
+from evaluation.models import Ballot, Invitation, ItemRating, Rating
+from tests.survey.conftest import RECEIPT_RE, full_ballot, link_path
+
+
+def counts(session):
+    return (session.scalar(select(func.count()).select_from(Ballot)),
+            session.scalar(select(func.count()).select_from(Rating)),
+            session.scalar(select(func.count()).select_from(ItemRating)),
+            session.scalar(select(func.count()).select_from(Invitation).where(Invitation.is_used)))
+
+
+def test_link_is_swapped_for_a_session_and_leads_to_a_receipt(client, post, session, make_round, issue):
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    opened = client.get(link_path(link))
+    assert opened.status_code == 302 and opened.location == "/ballot"
+    page = client.get("/ballot")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'name="grade-c01"' in html and 'name="item-c01-politics"' in html
+    assert 'value="dont_know"' in html and 'name="comment-c12"' in html
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    response = post("/ballot", full_ballot(round_))
+    assert response.status_code == 302 and response.location == "/receipt"
+    receipt = RECEIPT_RE.search(client.get("/receipt").get_data(as_text=True)).group(1)
+    ballot = session.scalar(select(Ballot))
+    assert ballot.receipt == receipt
+    assert counts(session) == (1, 12, 60, 1)
+
+
+def test_used_link_gives_409_when_opened_and_when_posted(client, post, session, make_round, issue, app):
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    client.get(link_path(link))
+    data = full_ballot(round_)
+    other = app.test_client()  # a second phone that opened the same link before the first voted
+    other.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    other.get(link_path(link))
+    assert post("/ballot", data).status_code == 302
+    again = client.get(link_path(link))
+    assert again.status_code == 409
+    assert "A ballot has already been recorded for this link" in again.get_data(as_text=True)
+    from tests.conftest import csrf_token
+    late = other.post("/ballot", data={**data, "csrf_token": csrf_token(other)})
+    assert late.status_code == 409
+    assert "A ballot has already been recorded for this link" in late.get_data(as_text=True)
+    assert counts(session)[0] == 1
+
+
+@pytest.mark.parametrize("status, code, text", [
+    ("draft", 403, "Voting has not started"),
+    ("closed", 410, "Voting has closed"),
+])
+def test_link_of_a_round_not_open(client, session, make_round, issue, status, code, text):
+    from evaluation.rounds import transition_round
+    round_ = make_round("draft")
+    link = issue(round_)[0]
+    if status == "closed":
+        transition_round(session, round_, "open", "test")
+        transition_round(session, round_, "close", "test")
+    response = client.get(link_path(link))
+    assert response.status_code == code
+    assert text in response.get_data(as_text=True)
+
+
+def test_ballot_posted_after_close_is_refused(client, post, session, make_round, issue):
+    from evaluation.rounds import transition_round
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    client.get(link_path(link))
+    transition_round(session, round_, "close", "test")
+    response = post("/ballot", full_ballot(round_))
+    assert response.status_code == 410
+    assert counts(session) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),
+    lambda t: "x" + t,
+    lambda t: t.split(".")[0] + ".forged",
+    lambda t: "not-a-token",
+])
+def test_forged_link_is_refused_before_any_query(client, app, make_round, issue, mangle):
+    from sqlalchemy import event
+    from core.extensions import db
+    round_ = make_round("open")
+    token = issue(round_)[0].token
+    statements = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.get(f"/v/{mangle(token)}")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements == []
+    assert response.status_code == 404
+    assert "This is not a valid ballot link" in response.get_data(as_text=True)
