@@ -8,7 +8,9 @@ export FLASK_APP := wsgi
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test install translations demo-data clean bench
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test install translations demo-data clean bench system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +34,21 @@ run: demo-data
 	@echo "Pingyi on http://$(HOST):$(PORT)/  (staff pages: http://$(HOST):$(PORT)/staff/)"
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
-test: install translations
+# The browser tests drive Debian's Chromium; CJK fonts make the screenshots readable.
+system-deps:
+	@if [ ! -x $(CHROMIUM) ] || ! fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium and a CJK font"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; \
+	  else echo "missing: sudo apt-get install chromium fonts-wqy-microhei"; exit 1; fi; \
+	fi
+
+test: install translations system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.ballots
+	$(BIN)/python -m bench.results
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

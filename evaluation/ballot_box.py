@@ -13,7 +13,7 @@ import hashlib
 import json
 import secrets
 
-from sqlalchemy import exists, func, insert, select, text, update
+from sqlalchemy import bindparam, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from evaluation.ballot_sheet import ParsedBallot
@@ -42,22 +42,31 @@ def today() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
+#: Marks an invitation used only if it is unused, of this round and group, and the round is open.
+_MARK_USED = (
+    update(Invitation.__table__)
+    .where(Invitation.id == bindparam("i"), Invitation.round_id == bindparam("r"),
+           Invitation.group_id == bindparam("g"), Invitation.is_used.is_(False),
+           exists().where(Round.id == bindparam("r"), Round.status == "open"))
+    .values(is_used=True))
+_SHARE_ROUND = text("SELECT 1 FROM rounds WHERE id = :r FOR SHARE")
+_INSERT_BALLOT = insert(Ballot.__table__)
+_INSERT_RATINGS = insert(Rating.__table__)
+_INSERT_ITEMS = insert(ItemRating.__table__)
+
+
 def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: int,
                 parsed: ParsedBallot, invalidate: bool, is_paper: bool = False) -> str:
     """Record one ballot for an invitation; return its receipt. CastError changes nothing."""
+    conn = session.connection()
     try:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR SHARE"), {"r": round_id})
-        used = session.execute(
-            update(Invitation)
-            .where(Invitation.id == invitation_id, Invitation.round_id == round_id,
-                   Invitation.group_id == group_id, Invitation.is_used.is_(False),
-                   exists().where(Round.id == round_id, Round.status == "open"))
-            .values(is_used=True).execution_options(synchronize_session=False))
+        if conn.dialect.name == "postgresql":
+            conn.execute(_SHARE_ROUND, {"r": round_id})
+        used = conn.execute(_MARK_USED, {"i": invitation_id, "r": round_id, "g": group_id})
         if used.rowcount != 1:
             session.rollback()
             raise CastError(why_refused(session, invitation_id, round_id))
-        receipt = _insert_ballot(session, round_id, group_id, parsed,
+        receipt = _insert_ballot(conn, round_id, group_id, parsed,
                                  is_valid=not (invalidate and parsed.suspicious), is_paper=is_paper)
         session.commit()
     except BaseException:
@@ -66,20 +75,41 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
     return receipt
 
 
-def _insert_ballot(session: Session, round_id: int, group_id: int, parsed: ParsedBallot,
-                   is_valid: bool, is_paper: bool) -> str:
+def _insert_ballot(conn, round_id: int, group_id: int, parsed: ParsedBallot, is_valid: bool,
+                   is_paper: bool) -> str:
+    """The ballot row, then its ratings and item ratings in one statement (or batch) each."""
     ballot_id, receipt = secrets.token_hex(16), new_receipt()
-    session.execute(insert(Ballot).values(id=ballot_id, round_id=round_id, group_id=group_id,
-                                          receipt=receipt, cast_on=today(), is_paper=is_paper,
-                                          is_valid=is_valid))
-    session.execute(insert(Rating), [
-        {"ballot_id": ballot_id, "participation_id": pid, "grade_id": grade_id, "comment": comment}
-        for pid, grade_id, comment, _items in parsed.answers])
-    item_rows = [{"ballot_id": ballot_id, "participation_id": pid, "item_id": item_id, "value": value}
-                 for pid, _g, _c, items in parsed.answers for item_id, value in items]
-    if item_rows:
-        session.execute(insert(ItemRating), item_rows)
+    conn.execute(_INSERT_BALLOT, {"id": ballot_id, "round_id": round_id, "group_id": group_id,
+                                  "receipt": receipt, "cast_on": today(), "is_paper": is_paper,
+                                  "is_valid": is_valid})
+    ratings = [(pid, grade_id, comment) for pid, grade_id, comment, _items in parsed.answers]
+    items = [(pid, item_id, value) for pid, _g, _c, its in parsed.answers for item_id, value in its]
+    if conn.dialect.name == "postgresql":
+        # unnest() turns three arrays into rows: one statement and one round trip per table.
+        conn.execute(_PG_RATINGS, {"b": ballot_id, **_columns(ratings, "p", "g", "c")})
+        if items:
+            conn.execute(_PG_ITEMS, {"b": ballot_id, **_columns(items, "p", "i", "v")})
+    else:  # SQLite runs in-process: executemany costs no round trips
+        conn.execute(_INSERT_RATINGS, [{"ballot_id": ballot_id, "participation_id": p,
+                                        "grade_id": g, "comment": c} for p, g, c in ratings])
+        if items:
+            conn.execute(_INSERT_ITEMS, [{"ballot_id": ballot_id, "participation_id": p,
+                                          "item_id": i, "value": v} for p, i, v in items])
     return receipt
+
+
+def _columns(rows: list[tuple], *names: str) -> dict[str, list]:
+    return {name: [row[k] for row in rows] for k, name in enumerate(names)}
+
+
+_PG_RATINGS = text(
+    "INSERT INTO ratings (ballot_id, participation_id, grade_id, comment) "
+    "SELECT :b, p, g, c FROM unnest(CAST(:p AS integer[]), CAST(:g AS integer[]), "
+    "CAST(:c AS text[])) AS t(p, g, c)")
+_PG_ITEMS = text(
+    "INSERT INTO item_ratings (ballot_id, participation_id, item_id, value) "
+    "SELECT :b, p, i, v FROM unnest(CAST(:p AS integer[]), CAST(:i AS integer[]), "
+    "CAST(:v AS integer[])) AS t(p, i, v)")
 
 
 def why_refused(session: Session, invitation_id: int, round_id: int) -> str:

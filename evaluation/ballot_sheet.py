@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from evaluation.models import Round
 
@@ -38,7 +39,7 @@ class SheetChoice:
     dimension_en: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Sheet:
     """The ballot of one group in one open round: immutable while the round is open."""
 
@@ -55,7 +56,12 @@ class Sheet:
     reason_required: bool
     validity: str
 
-    @property
+    @cached_property
+    def numerals(self) -> dict[str, int]:
+        """The only accepted spellings of item values: "1" ... "10"."""
+        return {str(v): v for v in self.scale}
+
+    @cached_property
     def field_names(self) -> frozenset[str]:
         names = set(FIXED_FIELDS)
         for c in self.cadres:
@@ -139,7 +145,7 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
         value = parsed.values.get(name, "")
         if value == "" and grade_id is None:
             continue
-        number = next((v for v in sheet.scale if str(v) == value), None)
+        number = sheet.numerals.get(value)
         if number is None:
             parsed.errors.setdefault(name, "rate this item" if value == "" else "not one of the choices")
         else:

@@ -91,13 +91,16 @@ def invite(session: Session, round_: Round, group_key: str, addresses: list[str]
 
 def remind(session: Session, round_: Round, keys: Keys, mailer: Mailer, base_url: str, actor: str,
            progress: Progress) -> MailReport:
-    """Mail a fresh link to every invited address whose link is still unused (open rounds only)."""
+    """Mail a fresh link to every address sent a link that is still unused (open rounds only).
+
+    Addresses whose first message never went out are for `invite` to retry, not for reminders.
+    """
     if round_.status != "open":
         raise IssueError(f"reminders go out while a round is open; this one is {round_.status}")
     report = MailReport()
     pending = list(session.scalars(select(Invitation).where(
         Invitation.round_id == round_.id, Invitation.email.is_not(None),
-        Invitation.is_used.is_(False)).order_by(Invitation.id)))
+        Invitation.last_sent_on.is_not(None), Invitation.is_used.is_(False)).order_by(Invitation.id)))
     audit.record(session, actor, "links.remind", round_.id, count=len(pending))
     session.commit()
     for n, invitation in enumerate(pending, start=1):

@@ -6,6 +6,9 @@ from flask import (
     Blueprint, abort, current_app, redirect, render_template, request, session, url_for,
 )
 
+from flask_babel import get_locale
+from markupsafe import Markup
+
 from core.extensions import db, limiter
 from core.signing import BadLinkError
 from evaluation.ballot_box import CastError, receipts
@@ -83,7 +86,23 @@ def show_ballot():
         sheet = sheet_for(db.session, ticket)
     except CastError as exc:
         return refused(exc.reason)
-    return render_template("survey/ballot.html", sheet=sheet, values={}, errors={})
+    return render_template("survey/ballot.html", sheet=sheet, values={}, errors={},
+                           cards=blank_cards(sheet))
+
+
+_CARDS: dict[tuple, tuple] = {}
+
+
+def blank_cards(sheet) -> Markup:
+    """The cadre cards of an unanswered ballot, rendered once per sheet and language."""
+    key = (sheet.round_id, sheet.group_id, str(get_locale()))
+    hit = _CARDS.get(key)
+    if hit is None or hit[0] is not sheet:
+        hit = (sheet, Markup(render_template("survey/_cards.html", sheet=sheet, values={}, errors={})))
+        if len(_CARDS) > 512:
+            _CARDS.clear()
+        _CARDS[key] = hit
+    return hit[1]
 
 
 def cast_ballot():
@@ -134,13 +153,14 @@ def private_pages(response):
     return response
 
 
-_limited = limiter.limit(link_limit, deduct_when=_only_failures, methods=["GET", "POST"])
+#: Links and codes share one budget of invalid attempts per address.
+_limited = limiter.shared_limit(link_limit, scope="ballot-entry", deduct_when=_only_failures,
+                                methods=["GET", "POST"])
 
 for rule, endpoint, view, methods in [
     ("/", "home", home, ["GET"]),
     ("/v/<path:token>", "open_link", _limited(open_link), ["GET"]),
-    ("/code", "enter_code", limiter.limit(link_limit, deduct_when=_only_failures,
-                                          methods=["POST"])(enter_code), ["GET", "POST"]),
+    ("/code", "enter_code", _limited(enter_code), ["GET", "POST"]),
     ("/ballot", "show_ballot", show_ballot, ["GET"]),
     ("/ballot", "cast_ballot", cast_ballot, ["POST"]),
     ("/receipt", "show_receipt", show_receipt, ["GET"]),

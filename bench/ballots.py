@@ -1,0 +1,280 @@
+"""Ballot throughput under gunicorn (2 workers) through real HTTP with CSRF, against a bare endpoint.
+
+    .venv/bin/python -m bench.ballots [--ballots 600] [--burst 500] [--threads 16] [--db sqlite|postgresql|all]
+
+For each database (SQLite, and PostgreSQL where 127.0.0.1:5432 answers) it creates the example
+round, issues links, starts gunicorn, and from this separate process measures: the bare Flask
+endpoint, ballot pages (GET /ballot), casting (POST /ballot, sessions and CSRF tokens prepared
+beforehand), and a burst of phones casting at once. It then checks that every acknowledged ballot
+is stored exactly once. Prints requests/s, p50/p99 latency, errors, and ratios to the bare endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Client:
+    """One keep-alive HTTP connection with a cookie jar of one session cookie."""
+
+    def __init__(self, port: int):
+        self.port, self.cookie, self.conn = port, None, None
+
+    def request(self, method: str, path: str, body: str | None = None) -> tuple[int, str, float]:
+        headers = {"Accept-Language": "zh-CN"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            start = time.perf_counter()
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                text = response.read().decode("utf-8", "replace")
+                break
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+        elapsed = time.perf_counter() - start
+        if (response.getheader("Connection") or "").lower() == "close":
+            self.conn.close()
+            self.conn = None
+        for cookie in response.msg.get_all("Set-Cookie") or ():
+            if cookie.startswith("session="):
+                self.cookie = cookie.split(";", 1)[0]
+        return response.status, text, elapsed
+
+
+def ballot_form(csrf: str, cadres: list[str], items: list[str], n: int) -> str:
+    """A complete, valid ballot: quota respected, one reason-free grade per cadre."""
+    fields = [("csrf_token", csrf)]
+    for k, key in enumerate(cadres):
+        fields.append((f"grade-{key}", "excellent" if k < 3 else ("competent", "basic")[(n + k) % 2]))
+        fields += [(f"item-{key}-{item}", str(1 + (n + k + j) % 10)) for j, item in enumerate(items)]
+        fields.append((f"comment-{key}", ""))
+    return urllib.parse.urlencode(fields)
+
+
+def summarise(name: str, latencies: list[float], errors: int, seconds: float) -> dict:
+    lat = sorted(latencies)
+    pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: float("nan"))
+    rate = len(latencies) / seconds if seconds else 0.0
+    return {"name": name, "n": len(latencies), "rate": rate, "p50": pick(0.50), "p99": pick(0.99),
+            "errors": errors}
+
+
+def run_parallel(jobs: list, work, threads: int):
+    """work(job) -> (status, seconds) for every job on `threads` threads; (latencies, errors, wall)."""
+    latencies, errors, lock = [], [0], threading.Lock()
+
+    def one(job):
+        try:
+            status, elapsed = work(job)
+        except Exception:  # noqa: BLE001 - a failed request is counted, not raised
+            status, elapsed = 0, None
+        with lock:
+            if status in (200, 302) and elapsed is not None:
+                latencies.append(elapsed)
+            else:
+                errors[0] += 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, jobs))
+    return latencies, errors[0], time.perf_counter() - start
+
+
+def prepare_round(env: dict, count: int) -> tuple[int, list[str]]:
+    """Migrate, create and open the example round, issue `count` public links; their tokens."""
+    def flask(*args, stdin=None):
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], env=env,
+                              cwd=ROOT, check=True, capture_output=True, text=True, input=stdin)
+    flask("db", "upgrade")
+    round_id = int(flask("round", "create", "--from", "examples/round.json").stdout)
+    flask("round", "open", str(round_id))
+    lines = flask("links", str(round_id), "--group", "public", "--count", str(count)).stdout.splitlines()
+    return round_id, [line.split("\t")[0].split("/v/", 1)[1] for line in lines]
+
+
+def start_server(env: dict, port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level",
+         "warning", "bench.server:app"], env=env, cwd=ROOT)
+    for _ in range(200):
+        try:
+            if Client(port).request("GET", "/bare/")[0] == 200:
+                return server
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def open_sessions(port: int, tokens: list[str], threads: int) -> list[tuple[Client, str]]:
+    """Open each link in its own client (the session swap) and read the CSRF token off the ballot."""
+    def prepare(token):
+        client = Client(port)
+        status, _text, _t = client.request("GET", f"/v/{token}")
+        status, text, _t = client.request("GET", "/ballot")
+        if status != 200:
+            raise RuntimeError(f"ballot page answered {status}")
+        return client, CSRF_RE.search(text).group(1)
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(prepare, tokens))
+
+
+def measure(port: int, sessions: list, burst: list, args, cadres, items) -> list[dict]:
+    """The four measurements, in one server run."""
+    results = []
+    n = args.requests
+    results.append(summarise("bare endpoint", *run_parallel(
+        [None] * n, lambda _j, c=threading.local(): _get(c, port, "/bare/"), args.threads)))
+    pagers = queue.SimpleQueue()  # each thread borrows a session of its own
+    for client, _csrf in sessions[:args.threads]:
+        pagers.put(client)
+
+    def page(_job):
+        client = pagers.get()
+        try:
+            return client.request("GET", "/ballot")[::2]
+        finally:
+            pagers.put(client)
+
+    results.append(summarise("ballot page", *run_parallel([None] * n, page, args.threads)))
+    casts = sessions[args.threads:]
+    acknowledged = []
+
+    def cast(job):
+        index, (client, csrf) = job
+        status, _text, elapsed = client.request("POST", "/ballot", ballot_form(csrf, cadres, items, index))
+        if status == 302:
+            acknowledged.append(index)
+        return status, elapsed
+
+    results.append(summarise("casting", *run_parallel(list(enumerate(casts)), cast, args.threads)))
+    burst_result = summarise("burst of phones", *run_parallel(
+        list(enumerate(burst, start=len(casts))), cast, args.burst_threads))
+    burst_result["wall"] = burst_result["n"] / burst_result["rate"] if burst_result["rate"] else 0
+    results.append(burst_result)
+    results.append({"acknowledged": len(acknowledged)})
+    return results
+
+
+def _get(local, port, path):
+    if not hasattr(local, "client"):
+        local.client = Client(port)
+    status, _text, elapsed = local.client.request("GET", path)
+    return status, elapsed
+
+
+def stored_ballots(database_url: str, round_id: int) -> tuple[int, int, int]:
+    """(ballots, distinct receipts, used invitations) of the round, read straight from the database."""
+    queries = ("SELECT count(*) FROM ballots WHERE round_id = {r}",
+               "SELECT count(DISTINCT receipt) FROM ballots WHERE round_id = {r}",
+               "SELECT count(*) FROM invitations WHERE round_id = {r} AND is_used")
+    if database_url.startswith("sqlite"):
+        import sqlite3
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            return tuple(conn.execute(q.format(r=round_id)).fetchone()[0] for q in queries)
+    with psycopg.connect(database_url) as conn:
+        return tuple(conn.execute(q.format(r=round_id)).fetchone()[0] for q in queries)
+
+
+def bench_database(label: str, database_url: str, args, cadres, items) -> None:
+    instance = Path(tempfile.mkdtemp(prefix="pingyi-bench-"))
+    env = {**os.environ, "DATABASE_URL": database_url, "INSTANCE_PATH": str(instance),
+           "SECRET_KEY": secrets.token_urlsafe(32), "PINGYI_MIX_EVERY": str(args.mix_every)}
+    total = args.threads + args.ballots + args.burst
+    round_id, tokens = prepare_round(env, total)
+    port = 18000 + secrets.randbelow(2000)
+    server = start_server(env, port)
+    try:
+        sessions = open_sessions(port, tokens[:args.threads + args.ballots], args.threads)
+        burst = open_sessions(port, tokens[args.threads + args.ballots:], args.threads)
+        results = measure(port, sessions, burst, args, cadres, items)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    report(label, results, stored_ballots(database_url, round_id), args)
+    shutil.rmtree(instance, ignore_errors=True)
+
+
+def report(label: str, results: list[dict], stored: tuple[int, int, int], args) -> None:
+    acknowledged = results.pop()["acknowledged"]
+    bare = results[0]["rate"]
+    print(f"\n== {label}: gunicorn 2 sync workers, {args.threads} client threads, "
+          f"mix every {args.mix_every} ballots ==")
+    print(f"{'':18} {'n':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'of bare':>8}")
+    for r in results:
+        print(f"{r['name']:18} {r['n']:>6} {r['rate']:>9.1f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
+              f"{r['errors']:>6} {r['rate'] / bare:>8.1%}")
+    burst = results[-1]
+    print(f"burst: {burst['n']} phones cast in {burst['wall']:.2f} s with {burst['errors']} errors "
+          f"({args.burst_threads} at once)")
+    ballots, receipts, used = stored
+    exact = ballots == receipts == used == acknowledged
+    print(f"acknowledged {acknowledged}, stored {ballots} ballots with {receipts} distinct receipts, "
+          f"{used} invitations used: {'each stored exactly once' if exact else 'MISMATCH'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests for bare and page phases")
+    parser.add_argument("--ballots", type=int, default=600, help="ballots in the casting phase")
+    parser.add_argument("--burst", type=int, default=500, help="phones in the burst")
+    parser.add_argument("--threads", type=int, default=16, help="client threads")
+    parser.add_argument("--burst-threads", type=int, default=100, help="phones casting at once")
+    parser.add_argument("--mix-every", type=int, default=int(os.environ.get("PINGYI_MIX_EVERY", 20)),
+                        help="PINGYI_MIX_EVERY for the server")
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "all"], default="all")
+    args = parser.parse_args()
+    import json
+    spec = json.loads((ROOT / "examples" / "round.json").read_text(encoding="utf-8"))
+    cadres = [c["key"] for c in spec["cadres"]]
+    items = [i["key"] for d in spec["dimensions"] for i in d["items"]]
+    if args.db in ("sqlite", "all"):
+        path = Path(tempfile.mkdtemp(prefix="pingyi-bench-db-")) / "bench.db"
+        bench_database("SQLite", f"sqlite:///{path}", args, cadres, items)
+    if args.db in ("postgresql", "all"):
+        try:
+            with psycopg.connect(PG_ADMIN, connect_timeout=3, autocommit=True) as conn:
+                name = f"pingyi_bench_{secrets.token_hex(4)}"
+                conn.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.Error as exc:
+            print(f"\nPostgreSQL not reachable ({exc}); skipped")
+            return
+        try:
+            bench_database("PostgreSQL", PG_ADMIN.rsplit("/", 1)[0] + "/" + name, args, cadres, items)
+        finally:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Anonymity as tests: nothing in the schema, the data, the logs or the physical order of rows
+lets a reader link a ballot to an invitation once the round is closed."""
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sqlalchemy import DateTime, inspect, select, text
+
+from core.extensions import db
+from evaluation.models import Ballot, Invitation
+from evaluation.rounds import transition_round
+from tests.survey.conftest import RECEIPT_RE, full_ballot, link_path
+
+BALLOT_TABLES = ("ballots", "ratings", "item_ratings")
+
+
+def test_ballot_tables_share_no_key_with_invitations(app):
+    with app.app_context():
+        inspector = inspect(db.engine)
+        for table in BALLOT_TABLES:
+            for fk in inspector.get_foreign_keys(table):
+                assert fk["referred_table"] != "invitations", (table, fk)
+            assert not any("invitation" in c["name"] for c in inspector.get_columns(table))
+        for fk in inspector.get_foreign_keys("invitations"):
+            assert fk["referred_table"] not in BALLOT_TABLES
+        # a ballot's key is a random string, not a number drawn from a sequence
+        assert str(inspector.get_columns("ballots")[0]["type"]).startswith("VARCHAR")
+
+
+@pytest.mark.parametrize("table", [Ballot.__table__, Invitation.__table__])
+def test_no_time_finer_than_the_day(table):
+    assert not [c.name for c in table.columns if isinstance(c.type, DateTime)]
+
+
+def cast_many(app, round_, issue, n, group="public"):
+    """Cast n ballots in order through the web flow; ballot k carries the comment "#k" on c01."""
+    links = issue(round_, group, n)
+    receipts = []
+    for k, link in enumerate(links):
+        phone = app.test_client()
+        phone.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+        assert phone.get(link_path(link)).status_code == 302
+        from tests.conftest import csrf_token
+        data = {**full_ballot(round_, group), "comment-c01": f"#{k}", "csrf_token": csrf_token(phone)}
+        assert phone.post("/ballot", data=data).status_code == 302
+        receipts.append(RECEIPT_RE.search(phone.get("/receipt").get_data(as_text=True)).group(1))
+    return links, receipts
+
+
+def test_database_holds_no_working_link_or_code(app, session, make_round, issue, keys):
+    round_ = make_round("open")
+    links, _receipts = cast_many(app, round_, issue, 3)
+    unused = issue(round_, "peer", 2)
+    with app.app_context():
+        raw = db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            dump = []
+            for table in db.metadata.sorted_tables:
+                cursor.execute(f'SELECT * FROM "{table.name}"')
+                dump.extend(repr(row) for row in cursor.fetchall())
+        finally:
+            raw.close()
+    everything = "\n".join(dump)
+    for link in links + unused:
+        secret = keys.signer.loads(link.token).secret
+        assert secret not in everything and link.token not in everything
+        assert link.code not in everything and link.display_code not in everything
+
+
+def test_no_log_line_carries_a_token_or_code(app, client, post, make_round, issue, caplog, keys):
+    caplog.set_level(logging.DEBUG)
+    round_ = make_round("open")
+    by_link, by_code = issue(round_, "public", 2)
+    client.get(link_path(by_link))
+    post("/ballot", full_ballot(round_))
+    other = app.test_client()
+    from tests.conftest import csrf_token
+    other.post("/code", data={"code": by_code.display_code, "csrf_token": csrf_token(other)})
+    other.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(other)})
+    client.get(link_path(by_link))  # a used link, refused
+    client.get("/v/forged-token")
+    secrets = [by_link.token, by_code.token, by_link.code, by_code.code, by_code.display_code,
+               keys.signer.loads(by_link.token).secret]
+    for record in caplog.records:
+        line = record.getMessage()
+        assert not any(s in line for s in secrets), line
+
+
+def test_development_server_access_log_hides_link_tokens():
+    from wsgi import RedactLinks
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1,
+                               '%s - - [%s] "%s" %s %s',
+                               ("127.0.0.1", "now", "GET /v/WzEsIm.abc-DEF HTTP/1.1", "302", "-"), None)
+    RedactLinks().filter(record)
+    assert "WzEsIm" not in record.getMessage()
+    assert "GET /v/… HTTP/1.1" in record.getMessage()
+
+
+def orders_seen(session):
+    """Every ordering of the ballots a database reader can get, as lists of vote numbers."""
+    def numbers(sql):
+        return [int(c[1:]) for c in session.execute(text(sql)).scalars() if c and c.startswith("#")]
+
+    base = ("SELECT r.comment FROM ratings r JOIN participations p ON p.id = r.participation_id "
+            "JOIN cadres c ON c.id = p.cadre_id AND c.key = 'c01'")
+    orders = {"ratings natural": numbers(f"SELECT comment FROM ratings WHERE comment LIKE '#%'"),
+              "by ballot id": numbers(base + " ORDER BY r.ballot_id")}
+    ballot_join = ("SELECT r.comment FROM ballots b JOIN ratings r ON r.ballot_id = b.id "
+                   "WHERE r.comment LIKE '#%' ORDER BY ")
+    if session.get_bind().dialect.name == "postgresql":
+        orders["ballots ctid"] = numbers(ballot_join + "b.ctid")
+        orders["ratings ctid"] = numbers(base + " ORDER BY r.ctid")
+        orders["ballots xmin"] = numbers(ballot_join + "b.xmin::text::bigint, b.ctid")
+    else:
+        with pytest.raises(Exception, match="rowid"):
+            session.execute(text("SELECT rowid FROM ballots"))
+        session.rollback()
+    return orders
+
+
+def correlation(order):
+    return abs(spearmanr(np.arange(len(order)), order).statistic)
+
+
+def test_no_physical_order_relinks_ballots_after_close(app, session, make_round, issue):
+    round_ = make_round("open")
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)  # only the mix at close
+    n = 60
+    cast_many(app, round_, issue, n)
+    session.expire_all()
+    before = orders_seen(session)
+    if "ballots ctid" in before:  # the window before the mix is real: the test can see it
+        assert correlation(before["ballots ctid"]) > 0.9
+    transition_round(session, round_, "close", "test")
+    for name, order in orders_seen(session).items():
+        assert sorted(order) == list(range(n)), name
+        assert correlation(order) < 0.5, (name, correlation(order))
+
+
+def test_xmin_join_links_nothing_after_close(app, session, make_round, issue):
+    round_ = make_round("open")
+    if session.get_bind().dialect.name == "sqlite":
+        with pytest.raises(Exception, match="xmin"):  # SQLite rows carry no transaction id
+            session.execute(text("SELECT xmin FROM ballots"))
+        return
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
+    cast_many(app, round_, issue, 8)
+    sql = text("SELECT b.id, count(i.id) FROM ballots b LEFT JOIN invitations i "
+               "ON i.xmin = b.xmin AND i.round_id = b.round_id WHERE b.round_id = :r GROUP BY b.id")
+    before = dict(session.execute(sql, {"r": round_.id}).all())
+    assert set(before.values()) == {1}  # before the mix each ballot shares xmin with its invitation
+    session.rollback()
+    transition_round(session, round_, "close", "test")
+    after = dict(session.execute(sql, {"r": round_.id}).all())
+    total = session.scalar(select(db.func.count()).select_from(Invitation).where(
+        Invitation.round_id == round_.id))
+    assert set(after.values()) <= {0, total}  # everything or nothing: no one-to-one link
+
+
+def test_mix_every_n_ballots_while_open(app, session, make_round, issue):
+    round_ = make_round("open")
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=5)
+    cast_many(app, round_, issue, 5)
+    if session.get_bind().dialect.name == "sqlite":
+        # the write-ahead log holds pages in commit order: the mix step empties it
+        wal = Path(session.get_bind().url.database + "-wal")
+        assert not wal.exists() or wal.stat().st_size == 0
+        return
+    xmins = session.execute(text("SELECT DISTINCT xmin::text FROM ballots")).scalars().all()
+    invitation_xmins = session.execute(text(
+        "SELECT DISTINCT xmin::text FROM invitations WHERE round_id = :r"), {"r": round_.id}).scalars().all()
+    assert len(xmins) == 1 and xmins == invitation_xmins
+
+
+def test_bulletin_lists_receipts_count_seal_and_fingerprint(app, client, session, make_round, issue):
+    round_ = make_round("open")
+    _links, receipts = cast_many(app, round_, issue, 4)
+    assert client.get(f"/bulletin/{round_.id}").status_code == 404  # not before close
+    transition_round(session, round_, "close", "test")
+    html = client.get(f"/bulletin/{round_.id}").get_data(as_text=True)
+    listed = re.findall(r"<li><code>([^<]+)</code></li>", html)
+    assert listed == sorted(receipts)
+    assert f'<dd id="count">4</dd>' in html
+    assert round_.seal_head in html and round_.fingerprint in html

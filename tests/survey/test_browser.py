@@ -1,0 +1,86 @@
+"""A real browser (Debian's Chromium, driven by Playwright) at a phone's size: from a link to a
+receipt, with the Excellent-quota warning on the way. A screenshot is kept in the test's folder."""
+
+import os
+import threading
+
+import pytest
+from playwright.sync_api import sync_playwright
+from werkzeug.serving import make_server
+
+CHROMIUM = os.environ.get("PINGYI_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def live_server(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def phone():
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(viewport={"width": 360, "height": 740}, device_scale_factor=2,
+                                      is_mobile=True, has_touch=True, locale="zh-CN")
+        yield context.new_page()
+        browser.close()
+
+
+def test_phone_votes_from_link_to_receipt(live_server, phone, make_round, issue, session, tmp_path):
+    from evaluation.models import Ballot
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    phone.goto(f"{live_server}/v/{link.token}")
+    assert phone.url == f"{live_server}/ballot"  # the token is gone from the address bar
+    assert phone.locator("#progress").inner_text() == "已评 0 / 12 人"
+    # The page fits the phone: nothing wider than the viewport.
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 360
+    cadres = [p.cadre.key for p in round_.participations]
+    for n, key in enumerate(cadres):
+        grade = "excellent" if n < 4 else "competent"
+        phone.locator(f"input[name='grade-{key}'][value='{grade}']").check(force=True)
+        for item in round_.items:
+            phone.locator(f"input[name='item-{key}-{item.key}'][value='8']").check(force=True)
+    assert phone.locator("#progress").inner_text() == "已评 12 / 12 人"
+    assert phone.locator("#quota-warning").is_visible()  # 4 Excellent, quota 3
+    phone.screenshot(path=str(tmp_path / "quota-warning.png"), full_page=False)
+    phone.locator(f"input[name='grade-{cadres[3]}'][value='competent']").check(force=True)
+    assert not phone.locator("#quota-warning").is_visible()
+    phone.locator("form#ballot button[type=submit]").click()
+    phone.wait_for_url(f"{live_server}/receipt")
+    receipt = phone.locator("code#receipt").inner_text()
+    phone.screenshot(path=str(tmp_path / "receipt.png"), full_page=True)
+    assert (tmp_path / "receipt.png").stat().st_size > 10_000
+    session.expire_all()
+    from sqlalchemy import select
+    assert session.scalar(select(Ballot.receipt)) == receipt
+    again = phone.goto(f"{live_server}/v/{link.token}")
+    assert again.status == 409
+
+
+def test_ballot_works_with_javascript_off(live_server, make_round, issue, session):
+    from evaluation.models import Ballot
+    from sqlalchemy import func, select
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_context(java_script_enabled=False, viewport={"width": 360, "height": 740},
+                                   locale="en").new_page()
+        page.goto(f"{live_server}/v/{link.token}")
+        for p_ in round_.participations:
+            page.locator(f"input[name='grade-{p_.cadre.key}'][value='competent']").check(force=True)
+            for item in round_.items:
+                page.locator(f"input[name='item-{p_.cadre.key}-{item.key}'][value='6']").check(force=True)
+        page.get_by_role("button", name="Submit my ballot").click()
+        page.wait_for_url(f"{live_server}/receipt")
+        assert page.locator("code#receipt").inner_text()
+        browser.close()
+    assert session.scalar(select(func.count()).select_from(Ballot)) == 1

@@ -1,0 +1,154 @@
+"""Links from the command line, short codes, key rotation, rate limits, turnout, the seal."""
+
+import hashlib
+import re
+
+import pytest
+from sqlalchemy import select, update
+
+from core.signing import LinkSigner
+from evaluation.ballot_box import seal_chain
+from evaluation.invitations import CODE_ALPHABET, Keys, normalise_code
+from evaluation.models import Ballot, ItemRating
+from evaluation.rounds import transition_round
+from tests.conftest import csrf_token
+from tests.survey.conftest import full_ballot, link_path
+
+LINE_RE = re.compile(r"^(http://127\.0\.0\.1:5000/v/(\S+))\t([A-Z0-9]{5}-[A-Z0-9]{5})$")
+
+
+def test_links_command_prints_url_tab_code_lines(runner, session, make_round, client):
+    round_ = make_round("open")
+    result = runner.invoke(args=["links", str(round_.id), "--group", "peer", "--count", "5"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5
+    matches = [LINE_RE.match(line) for line in lines]
+    assert all(matches), lines
+    codes = {m.group(3) for m in matches}
+    assert len(codes) == 5 and all(set(c.replace("-", "")) <= set(CODE_ALPHABET) for c in codes)
+    assert not set("01ILO") & set("".join(codes))
+    assert client.get("/v/" + matches[0].group(2)).status_code == 302
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--group", "nobody", "--count", "2"],
+     "group: round 1 has no group 'nobody' (it has superior, peer, subordinate, public)"),
+    (["--group", "peer", "--count", "0"], "count: between 1 and 2000 at a time, got 0"),
+])
+def test_links_command_refusals(runner, make_round, args, message):
+    make_round("open")
+    result = runner.invoke(args=["links", "1", *args])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip() == f"error: {message}"
+
+
+def test_no_links_for_a_closed_round(runner, make_round):
+    make_round("closed")
+    result = runner.invoke(args=["links", "1", "--group", "peer", "--count", "1"])
+    assert result.exit_code == 1
+    assert "not a closed one" in result.stderr
+
+
+def test_short_code_opens_the_ballot_however_it_is_typed(client, post, make_round, issue):
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    typed = " " + link.code[:5].lower() + " – " + link.code[5:].lower() + " "
+    response = post("/code", {"code": typed})
+    assert response.status_code == 302 and response.location == "/ballot"
+    assert post("/ballot", full_ballot(round_)).status_code == 302
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ABCDE-FGHJK", "ABCDEFGHJK"), ("abcde fghjk", "ABCDEFGHJK"), ("ABCDE-FGHJ", None),
+    ("ABCDE-FGHJ1", None), ("ABCDE-FGHJO", None), ("", None),
+])
+def test_normalise_code(text, expected):
+    assert normalise_code(text) == expected
+
+
+def test_links_survive_key_rotation(app, client, make_round, issue):
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    config = app.config["PINGYI"]
+    rotated = config.replace(secret_key="a-brand-new-key-" + "y" * 32,
+                             secret_key_fallbacks=(config.secret_key,))
+    app.extensions["pingyi.keys"] = Keys.from_config(rotated)
+    assert client.get(link_path(link)).status_code == 302
+    app.extensions["pingyi.keys"] = Keys.from_config(config.replace(secret_key="other-" + "z" * 40))
+    assert client.get(link_path(link)).status_code == 404
+
+
+def test_signer_refuses_other_purposes():
+    signer = LinkSigner("k" * 40)
+    from itsdangerous import URLSafeSerializer
+    other = URLSafeSerializer("k" * 40, salt="something-else").dumps([1, "secret"])
+    from core.signing import BadLinkError
+    with pytest.raises(BadLinkError):
+        signer.loads(other)
+
+
+def test_invalid_attempts_are_rate_limited_but_used_links_and_ballots_are_not(
+        app, client, post, make_round, issue):
+    round_ = make_round("open")
+    used, fresh = issue(round_, "public", 2)
+    client.get(link_path(used))
+    assert post("/ballot", full_ballot(round_)).status_code == 302
+    for _ in range(40):  # a meeting room double-tapping a used link is never locked out
+        assert client.get(link_path(used)).status_code == 409
+    statuses = [client.get(f"/v/forged-{n}").status_code for n in range(31)]
+    assert statuses[:30] == [404] * 30 and statuses[30] == 429
+    assert client.post("/code", data={"code": "AAAAA-AAAAA", "csrf_token": csrf_token(client)}
+                       ).status_code == 429
+    # a phone that already holds its ballot keeps working: casting is never limited
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "10.0.0.9"
+    assert other.get(link_path(fresh)).status_code == 302
+    assert other.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(other)}
+                      ).status_code == 302
+
+
+def test_turnout_hides_groups_below_the_minimum(app, client, sign_in, make_round, issue, post):
+    round_ = make_round("open")
+    links = issue(round_, "public", 4)
+    for link in links[:2]:
+        voter = app.test_client()
+        voter.get(link_path(link))
+        voter.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(voter)})
+    sign_in("analyst")
+    groups = {g["group"]: g for g in client.get(f"/staff/rounds/{round_.id}/turnout.json").json["groups"]}
+    assert groups["public"] == {**groups["public"], "issued": 4, "cast": None, "below_minimum": True}
+    assert groups["peer"]["cast"] == 0
+    voter = app.test_client()
+    voter.get(link_path(links[2]))
+    voter.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(voter)})
+    groups = {g["group"]: g for g in client.get(f"/staff/rounds/{round_.id}/turnout.json").json["groups"]}
+    assert groups["public"]["cast"] == 3
+
+
+def test_seal_chain_is_sha256_in_the_given_order():
+    docs = [("AAAA-AAAA-AAAA", '{"x":1}'), ("BBBB-BBBB-BBBB", '{"x":2}')]
+    h = hashlib.sha256(b"pingyi-seal:fp").hexdigest()
+    for receipt, content in docs:
+        h = hashlib.sha256(f"{h}\n{receipt}\n{content}".encode()).hexdigest()
+    assert seal_chain("fp", docs) == h
+    assert seal_chain("fp", docs[::-1]) != h
+
+
+def test_verify_holds_after_close_and_catches_tampering(app, runner, client, post, session, make_round,
+                                                        issue):
+    round_ = make_round("open")
+    for link in issue(round_, "public", 3):
+        voter = app.test_client()
+        voter.get(link_path(link))
+        voter.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(voter)})
+    assert runner.invoke(args=["verify", str(round_.id)]).exit_code == 1  # not sealed while open
+    transition_round(session, round_, "close", "test")
+    result = runner.invoke(args=["verify", str(round_.id)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"seal holds: 3 ballots, head {round_.seal_head}")
+    session.execute(update(ItemRating).where(ItemRating.ballot_id == session.scalar(
+        select(Ballot.id).limit(1))).values(value=10))
+    session.commit()
+    result = runner.invoke(args=["verify", str(round_.id)])
+    assert result.exit_code == 1 and "seal BROKEN" in result.stderr

@@ -1,0 +1,143 @@
+"""Invitations by e-mail through a real SMTP server on loopback (aiosmtpd)."""
+
+import email
+import email.policy
+import re
+import socket
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+from evaluation.models import Invitation
+from tests.conftest import csrf_token
+from tests.survey.conftest import full_ballot
+
+REFUSED = "refused@example.org"
+LINK_RE = re.compile(r"http://127\.0\.0\.1:5000(/v/\S+)")
+
+
+class Inbox:
+    """An SMTP handler that keeps every message and refuses one address."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address == REFUSED:
+            return "550 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 Message accepted for delivery"
+
+    def links_for(self, address):
+        return [LINK_RE.search(m.get_content()).group(1)
+                for m in self.messages if m["To"] == address]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def inbox(app):
+    handler, port = Inbox(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mail_server="127.0.0.1", mail_port=port)
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture
+def addresses(tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("name,email\n甲,a@example.org\n乙,B@Example.org\n丙,not-an-address\n"
+                    f"丁,{REFUSED}\n戊,a@example.org\n", encoding="utf-8")
+    return path
+
+
+def invited(session):
+    return session.scalar(select(func.count()).select_from(Invitation))
+
+
+def test_invite_sends_each_address_its_own_link_and_reports_bad_ones(runner, session, make_round,
+                                                                     inbox, addresses, client):
+    round_ = make_round("open")
+    result = runner.invoke(args=["invite", str(round_.id), "--group", "subordinate",
+                                 "--emails", str(addresses)])
+    assert result.exit_code == 1  # some addresses failed; the others were sent
+    assert "not sent: not-an-address: row 4: not an e-mail address" in result.stderr
+    assert f"not sent: {REFUSED}:" in result.stderr
+    assert "sent 2, skipped 0 (sent before), failed 2" in result.stderr
+    assert sorted(m["To"] for m in inbox.messages) == ["a@example.org", "b@example.org"]
+    link_a, link_b = inbox.links_for("a@example.org")[0], inbox.links_for("b@example.org")[0]
+    assert link_a != link_b
+    assert client.get(link_a).status_code == 302
+
+
+def test_invite_again_sends_nobody_a_second_link(runner, session, make_round, inbox, addresses):
+    round_ = make_round("open")
+    args = ["invite", str(round_.id), "--group", "subordinate", "--emails", str(addresses)]
+    runner.invoke(args=args)
+    count = invited(session)
+    result = runner.invoke(args=args)
+    assert "sent 0, skipped 2 (sent before)" in result.stderr
+    assert invited(session) == count
+    assert len(inbox.messages) == 2
+
+
+def test_invite_into_another_group_is_refused_per_address(runner, session, make_round, inbox,
+                                                          addresses):
+    round_ = make_round("open")
+    runner.invoke(args=["invite", str(round_.id), "--group", "subordinate", "--emails", str(addresses)])
+    result = runner.invoke(args=["invite", str(round_.id), "--group", "peer", "--emails", str(addresses)])
+    assert "a@example.org: invited already, in another group" in result.stderr
+    assert len(inbox.messages) == 2
+
+
+def test_remind_mails_only_unused_links_and_replaces_them(app, runner, session, make_round, inbox,
+                                                         addresses, client):
+    round_ = make_round("open")
+    runner.invoke(args=["invite", str(round_.id), "--group", "subordinate", "--emails", str(addresses)])
+    old_a, old_b = inbox.links_for("a@example.org")[0], inbox.links_for("b@example.org")[0]
+    voter = app.test_client()
+    voter.get(old_a)
+    assert voter.post("/ballot", data={**full_ballot(round_, "subordinate"),
+                                       "csrf_token": csrf_token(voter)}).status_code == 302
+    result = runner.invoke(args=["remind", str(round_.id)])
+    assert result.exit_code == 0, result.output
+    reminders = inbox.messages[2:]
+    assert [m["To"] for m in reminders] == ["b@example.org"]
+    assert reminders[0]["Subject"].startswith("提醒")
+    new_b = inbox.links_for("b@example.org")[1]
+    assert client.get(old_b).status_code == 404
+    assert client.get(new_b).status_code == 302
+
+
+def test_without_a_mail_server_messages_go_to_the_outbox(app, runner, make_round, tmp_path):
+    round_ = make_round("open")
+    path = tmp_path / "one.csv"
+    path.write_text("email\nx@example.org\n")
+    result = runner.invoke(args=["invite", str(round_.id), "--group", "peer", "--emails", str(path)])
+    assert result.exit_code == 0, result.output
+    outbox = app.config["PINGYI"].instance_path / "outbox"
+    assert f"no MAIL_SERVER configured: messages were written to {outbox}" in result.stderr
+    files = list(outbox.glob("*.eml"))
+    assert len(files) == 1
+    message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert message["To"] == "x@example.org" and "/v/" in message.get_content()
+
+
+def test_invite_file_without_an_email_column(runner, make_round, tmp_path):
+    round_ = make_round("open")
+    path = tmp_path / "bad.csv"
+    path.write_text("name\nx\n")
+    result = runner.invoke(args=["invite", str(round_.id), "--group", "peer", "--emails", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: row 1: an 'email' column is required"
