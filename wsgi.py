@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from dotenv import load_dotenv
@@ -16,6 +17,20 @@ from core.extensions import babel, csrf, db, limiter, login_manager, migrate
 from evaluation.invitations import Keys
 
 LOCALES = ("zh", "en")
+LINK_PATH_RE = re.compile(r"/v/[^\s\"?]+")
+
+
+class RedactLinks(logging.Filter):
+    """Keep ballot-link tokens out of the development server's access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/v/" in message:
+            record.msg, record.args = LINK_PATH_RE.sub("/v/…", message), ()
+        return True
+
+
+_REDACT = RedactLinks()
 
 
 def select_locale() -> str:
@@ -56,6 +71,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["pingyi.keys"] = Keys.from_config(config)
     _register_blueprints(app)
     _register_hooks(app)
+    logging.getLogger("werkzeug").addFilter(_REDACT)
     return app
 
 
