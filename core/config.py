@@ -52,7 +52,7 @@ class Config:
     link_rate_limit: str = "30 per minute"
     #: Where ballot links point (no trailing slash).
     base_url: str = "http://127.0.0.1:5000"
-    #: While a round is open, ballots are re-shuffled on disk after every this many ballots.
+    #: While a round is open, its invitations are rewritten after every this many ballots.
     mix_every: int = 20
     #: How long a SQLite writer waits for the lock before giving up, in milliseconds.
     sqlite_busy_timeout_ms: int = 10_000

@@ -140,23 +140,27 @@ MIXED_TABLES = (("ballots", "round_id = :r"),
                 ("invitations", "round_id = :r"))
 
 
-def mix_round(session: Session, round_id: int) -> None:
-    """Rewrite the round's ballot rows and invitations in random order, in this transaction.
+def mix_round(session: Session, round_id: int, full: bool = True) -> None:
+    """Rewrite the round's rows in random order in this transaction (PostgreSQL; the caller commits).
 
-    PostgreSQL only (SQLite keeps ballots in random-key order without rowids): every row gets
-    this transaction's xmin and a new place on disk, in an order that says nothing. The caller
-    commits, then runs vacuum_after_mix() to clear the dead versions.
+    A cast marks its invitation used in the same transaction that inserts the ballot, so on
+    PostgreSQL both carry the same xmin. Rewriting every invitation of the round (cheap: one row
+    each) gives them all this transaction's xmin and a random place on disk, so no join on xmin or
+    on physical order links a ballot to an invitation. `full` (at close) rewrites the ballot rows
+    too, so that neither their xmin nor their order says anything about the order of casting.
+    SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR UPDATE"), {"r": round_id})
-    for table, where in MIXED_TABLES:
+    tables = MIXED_TABLES if full else MIXED_TABLES[3:]
+    for table, where in tables:
         session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
-    # Children first out, parents first in; ratings cascade with their ballots.
-    session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
+    if full:  # ratings and item ratings go with their ballots (ON DELETE CASCADE)
+        session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
     session.execute(text("DELETE FROM invitations WHERE round_id = :r"), {"r": round_id})
-    for table, _where in MIXED_TABLES:
+    for table, _where in tables:
         session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
 
 
@@ -171,9 +175,8 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
     engine = session.get_bind()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "postgresql":
-            option = "FULL " if full else ""
-            for table, _where in MIXED_TABLES:
-                conn.execute(text(f"VACUUM {option}{table}"))
+            for table, _where in MIXED_TABLES if full else MIXED_TABLES[3:]:
+                conn.execute(text(f"VACUUM {'FULL ' if full else ''}{table}"))
         elif engine.dialect.name == "sqlite":
             if full:
                 conn.exec_driver_sql("VACUUM")
@@ -181,13 +184,16 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
 
 
 def maybe_mix(session: Session, round_id: int, every: int) -> bool:
-    """After every `every` ballots of an open round, mix and vacuum; True if it did."""
+    """After every `every` ballots of an open round, mix the invitations and vacuum; True if so."""
     if every <= 0 or ballots_in_round(session, round_id) % every:
         session.rollback()
         return False
-    mix_round(session, round_id)
+    mix_round(session, round_id, full=False)
     session.commit()
-    vacuum_after_mix(session)
+    # No VACUUM here: it can stall behind autovacuum, and only VACUUM FULL (at close) rewrites
+    # the files anyway. SQLite's write-ahead log, which keeps pages in commit order, is emptied.
+    if session.get_bind().dialect.name == "sqlite":
+        vacuum_after_mix(session)
     return True
 
 
