@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from core.extensions import db
 from evaluation import rounds as use
 from evaluation.accounts import create_user
+from evaluation.cli_common import cli_actor, refuse
 from evaluation.cli_results import results_command
 from evaluation.cli_voting import VOTING_COMMANDS
 from evaluation.errors import PingyiError
@@ -26,18 +26,6 @@ round_cli = AppGroup("round", help="Evaluation rounds: create, list, open, close
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "round.json"
 DEMO_ORGANISER = ("organiser@example.org", "pingyi-demo-organiser")
 DEMO_ANALYST = ("analyst@example.org", "pingyi-demo-analyst")
-
-
-def cli_actor() -> str:
-    """The audit-log name for commands: the system user running them."""
-    return f"cli:{getpass.getuser()}"
-
-
-def refuse(problems: list[str], status: int = 1):
-    """Print one line per problem on stderr and exit non-zero."""
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    sys.exit(status)
 
 
 def _hash_method() -> str:

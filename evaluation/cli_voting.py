@@ -11,6 +11,7 @@ from flask.cli import with_appcontext
 
 from core.extensions import db
 from evaluation.ballot_box import verify_seal
+from evaluation.cli_common import cli_actor, refuse
 from evaluation.errors import PingyiError
 from evaluation.invitations import issue_links
 from evaluation.inviting import MailReport, invite, read_addresses, remind
@@ -18,20 +19,9 @@ from evaluation.mailer import Mailer, MailSettings
 from evaluation.rounds import get_round
 
 
-def _refuse(problems: list[str], status: int = 1):
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    sys.exit(status)
-
-
 def _context():
     config = current_app.config["PINGYI"]
     return config, current_app.extensions["pingyi.keys"]
-
-
-def _actor() -> str:
-    from evaluation.cli import cli_actor
-    return cli_actor()
 
 
 @click.command("links")
@@ -43,9 +33,9 @@ def links_command(round_id: int, group_key: str, count: int) -> None:
     """Print COUNT new ballot links for a group: the URL, a tab, the short code, one a line."""
     config, keys = _context()
     try:
-        links = issue_links(db.session, get_round(db.session, round_id), group_key, count, keys, _actor())
+        links = issue_links(db.session, get_round(db.session, round_id), group_key, count, keys, cli_actor())
     except PingyiError as exc:
-        _refuse(exc.problems)
+        refuse(exc.problems)
     for link in links:
         click.echo(f"{config.base_url}/v/{link.token}\t{link.display_code}")
     click.echo(f"{len(links)} links for group {group_key}; they are not stored: keep this output",
@@ -79,11 +69,11 @@ def invite_command(round_id: int, group_key: str, path: Path) -> None:
         settings = MailSettings.from_config(config)
         with Mailer(settings) as mailer:
             report = invite(db.session, get_round(db.session, round_id), group_key, addresses, keys,
-                            mailer, config.base_url, _actor(), _progress)
+                            mailer, config.base_url, cli_actor(), _progress)
     except OSError as exc:
-        _refuse([f"{path}: {exc.strerror or exc}"])
+        refuse([f"{path}: {exc.strerror or exc}"])
     except PingyiError as exc:
-        _refuse(exc.problems)
+        refuse(exc.problems)
     report.failed[:0] = bad
     _print_report(report, mailer.to_outbox, settings.outbox)
     sys.exit(1 if report.failed else 0)
@@ -99,11 +89,11 @@ def remind_command(round_id: int) -> None:
         settings = MailSettings.from_config(config)
         with Mailer(settings) as mailer:
             report = remind(db.session, get_round(db.session, round_id), keys, mailer,
-                            config.base_url, _actor(), _progress)
+                            config.base_url, cli_actor(), _progress)
     except OSError as exc:
-        _refuse([f"mail server: {exc}"])
+        refuse([f"mail server: {exc}"])
     except PingyiError as exc:
-        _refuse(exc.problems)
+        refuse(exc.problems)
     _print_report(report, mailer.to_outbox, settings.outbox)
     sys.exit(1 if report.failed else 0)
 
@@ -116,9 +106,9 @@ def verify_command(round_id: int) -> None:
     try:
         round_ = get_round(db.session, round_id)
     except PingyiError as exc:
-        _refuse(exc.problems)
+        refuse(exc.problems)
     if round_.seal_head is None:
-        _refuse([f"round {round_id} is {round_.status}: it is sealed when it closes"])
+        refuse([f"round {round_id} is {round_.status}: it is sealed when it closes"])
     holds, head, count = verify_seal(db.session, round_)
     if holds:
         click.echo(f"seal holds: {count} ballots, head {head}")

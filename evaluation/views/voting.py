@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import segno
-from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from flask import current_app, flash, jsonify, redirect, render_template, url_for
 from wtforms.fields.choices import SelectChoice
 
 from core.extensions import db
