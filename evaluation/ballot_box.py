@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import secrets
+from collections.abc import Iterable, Iterator
 
 from sqlalchemy import bindparam, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -199,33 +201,51 @@ def maybe_mix(session: Session, round_id: int, every: int) -> bool:
 
 # --- sealing -----------------------------------------------------------------------------------
 
-def _ballot_documents(session: Session, round_id: int) -> list[tuple[str, str]]:
-    """(receipt, canonical JSON of the ballot's content) for every ballot, in receipt order."""
-    rows = session.execute(
+def _by_receipt(session: Session):
+    """Receipt order as Python sorts strings, whatever the database's collation."""
+    if session.get_bind().dialect.name == "postgresql":
+        return Ballot.receipt.collate("C")
+    return Ballot.receipt
+
+
+def _ballot_documents(session: Session, round_id: int) -> Iterator[tuple[str, str]]:
+    """(receipt, canonical JSON of the ballot's content) for every ballot, in receipt order.
+
+    Two ordered, streamed queries (ratings; item ratings) are walked side by side, so memory
+    holds one ballot at a time however large the round.
+    """
+    order = _by_receipt(session)
+    ratings = session.execute(
         select(Ballot.receipt, Ballot.is_valid, Ballot.is_paper, Participation.position,
                func.coalesce(Grade.key, "dont_know"), Rating.comment)
         .join(Rating, Rating.ballot_id == Ballot.id)
         .join(Participation, Participation.id == Rating.participation_id)
         .outerjoin(Grade, Grade.id == Rating.grade_id)
-        .where(Ballot.round_id == round_id)).all()
+        .where(Ballot.round_id == round_id).order_by(order, Participation.position)
+        .execution_options(yield_per=5000))
     items = session.execute(
         select(Ballot.receipt, Participation.position, Item.key, ItemRating.value)
         .join(ItemRating, ItemRating.ballot_id == Ballot.id)
         .join(Participation, Participation.id == ItemRating.participation_id)
         .join(Item, Item.id == ItemRating.item_id)
-        .where(Ballot.round_id == round_id)).all()
-    by_rating: dict[tuple[str, int], dict] = {}
-    for receipt, position, item_key, value in items:
-        by_rating.setdefault((receipt, position), {})[item_key] = value
-    ballots: dict[str, dict] = {}
-    for receipt, is_valid, is_paper, position, grade, comment in rows:
-        doc = ballots.setdefault(receipt, {"valid": is_valid, "paper": is_paper, "ratings": {}})
-        doc["ratings"][str(position)] = [grade, comment or "", by_rating.get((receipt, position), {})]
-    return [(r, json.dumps(ballots[r], sort_keys=True, ensure_ascii=False, separators=(",", ":")))
-            for r in sorted(ballots)]
+        .where(Ballot.round_id == round_id).order_by(order, Participation.position)
+        .execution_options(yield_per=5000))
+    item_groups = itertools.groupby(items, key=lambda row: row[0])
+    pending = next(item_groups, None)
+    for receipt, rows in itertools.groupby(ratings, key=lambda row: row[0]):
+        by_position: dict[int, dict] = {}
+        if pending is not None and pending[0] == receipt:
+            for _r, position, item_key, value in pending[1]:
+                by_position.setdefault(position, {})[item_key] = value
+            pending = next(item_groups, None)
+        doc = {"ratings": {}}
+        for _r, is_valid, is_paper, position, grade, comment in rows:
+            doc["valid"], doc["paper"] = is_valid, is_paper
+            doc["ratings"][str(position)] = [grade, comment or "", by_position.get(position, {})]
+        yield receipt, json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def seal_chain(fingerprint: str, documents: list[tuple[str, str]]) -> str:
+def seal_chain(fingerprint: str, documents: Iterable[tuple[str, str]]) -> str:
     """Head of the SHA-256 chain over (receipt, content) pairs, starting from the fingerprint."""
     head = hashlib.sha256(f"pingyi-seal:{fingerprint}".encode()).hexdigest()
     for receipt, content in documents:
@@ -233,22 +253,33 @@ def seal_chain(fingerprint: str, documents: list[tuple[str, str]]) -> str:
     return head
 
 
+def _seal(session: Session, round_: Round) -> tuple[str, int]:
+    """The chain head over the round's ballots, and how many there are."""
+    count = 0
+
+    def counted():
+        nonlocal count
+        for document in _ballot_documents(session, round_.id):
+            count += 1
+            yield document
+
+    return seal_chain(round_.fingerprint, counted()), count
+
+
 def seal_round(session: Session, round_: Round) -> None:
     """Compute and store the seal over the round's ballots (flushes; the caller commits)."""
-    documents = _ballot_documents(session, round_.id)
+    head, count = _seal(session, round_)
     session.execute(update(Round).where(Round.id == round_.id).values(
-        seal_head=seal_chain(round_.fingerprint, documents), sealed_count=len(documents))
-        .execution_options(synchronize_session=False))
+        seal_head=head, sealed_count=count).execution_options(synchronize_session=False))
 
 
 def verify_seal(session: Session, round_: Round) -> tuple[bool, str, int]:
     """Recompute the seal: (holds, recomputed head, ballots counted)."""
-    documents = _ballot_documents(session, round_.id)
-    head = seal_chain(round_.fingerprint, documents)
-    return head == round_.seal_head and len(documents) == round_.sealed_count, head, len(documents)
+    head, count = _seal(session, round_)
+    return head == round_.seal_head and count == round_.sealed_count, head, count
 
 
 def receipts(session: Session, round_id: int) -> list[str]:
     """Every receipt of the round, sorted (the bulletin's order)."""
     return list(session.scalars(select(Ballot.receipt).where(Ballot.round_id == round_id)
-                                .order_by(Ballot.receipt)))
+                                .order_by(_by_receipt(session))))

@@ -28,3 +28,7 @@ class ImportRowsError(PingyiError):
 
 class AccountError(PingyiError):
     """A staff account cannot be created or changed as asked."""
+
+
+class ResultsNotReadyError(PingyiError):
+    """The round has no results yet (draft or open)."""

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Integer, case, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from evaluation.errors import PingyiError
+from evaluation.errors import ResultsNotReadyError
 from evaluation.models import Ballot, Invitation, ItemRating, Rating, Round
 from evaluation.results_export import cadre_entry, document_shape, label_of, round_entry
 from evaluation.rounds import get_round
@@ -32,9 +32,6 @@ FETCH_ROWS = 100_000
 PUBLIC = "public"
 APPROVAL_MIN = 2 / 3
 
-
-class ResultsNotReadyError(PingyiError):
-    """The round has no results yet (draft or open)."""
 
 
 @dataclass(frozen=True)

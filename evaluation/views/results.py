@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Response, render_template
 
 from core.extensions import db
-from evaluation.results import ResultsNotReadyError, compute_results
+from evaluation.errors import ResultsNotReadyError
+from evaluation.results import compute_results
 from evaluation.results_export import XLSX_MIMETYPE, by_rank, results_csv, results_xlsx
 from evaluation.views.access import round_or_404
 
