@@ -122,10 +122,11 @@ def prepare_round(env: dict, count: int) -> tuple[int, list[str]]:
     return round_id, [line.split("\t")[0].split("/v/", 1)[1] for line in lines]
 
 
-def start_server(env: dict, port: int) -> subprocess.Popen:
+def start_server(env: dict, port: int, threads: int) -> subprocess.Popen:
+    workers = ["--worker-class", "gthread", "--threads", str(threads)] if threads > 1 else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level",
-         "warning", "bench.server:app"], env=env, cwd=ROOT)
+        [sys.executable, "-m", "gunicorn", "-w", "2", *workers, "-b", f"127.0.0.1:{port}",
+         "--log-level", "warning", "bench.server:app"], env=env, cwd=ROOT)
     for _ in range(200):
         try:
             if Client(port).request("GET", "/bare/")[0] == 200:
@@ -213,7 +214,7 @@ def bench_database(label: str, database_url: str, args, cadres, items) -> None:
     total = args.threads + args.ballots + args.burst
     round_id, tokens = prepare_round(env, total)
     port = 18000 + secrets.randbelow(2000)
-    server = start_server(env, port)
+    server = start_server(env, port, args.server_threads)
     try:
         sessions = open_sessions(port, tokens[:args.threads + args.ballots], args.threads)
         burst = open_sessions(port, tokens[args.threads + args.ballots:], args.threads)
@@ -228,7 +229,8 @@ def bench_database(label: str, database_url: str, args, cadres, items) -> None:
 def report(label: str, results: list[dict], stored: tuple[int, int, int], args) -> None:
     acknowledged = results.pop()["acknowledged"]
     bare = results[0]["rate"]
-    print(f"\n== {label}: gunicorn 2 sync workers, {args.threads} client threads, "
+    kind = f"gthread workers x {args.server_threads} threads" if args.server_threads > 1 else "sync workers"
+    print(f"\n== {label}: gunicorn 2 {kind}, {args.threads} client threads, "
           f"mix every {args.mix_every} ballots ==")
     print(f"{'':18} {'n':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'of bare':>8}")
     for r in results:
@@ -252,6 +254,8 @@ def main() -> None:
     parser.add_argument("--burst-threads", type=int, default=100, help="phones casting at once")
     parser.add_argument("--mix-every", type=int, default=int(os.environ.get("PINGYI_MIX_EVERY", 20)),
                         help="PINGYI_MIX_EVERY for the server")
+    parser.add_argument("--server-threads", type=int, default=1,
+                        help="threads per gunicorn worker (1: sync workers, more: gthread)")
     parser.add_argument("--db", choices=["sqlite", "postgresql", "all"], default="all")
     args = parser.parse_args()
     import json

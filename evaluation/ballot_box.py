@@ -51,7 +51,6 @@ _MARK_USED = (
            Invitation.group_id == bindparam("g"), Invitation.is_used.is_(False),
            exists().where(Round.id == bindparam("r"), Round.status == "open"))
     .values(is_used=True))
-_SHARE_ROUND = text("SELECT 1 FROM rounds WHERE id = :r FOR SHARE")
 _INSERT_BALLOT = insert(Ballot.__table__)
 _INSERT_RATINGS = insert(Rating.__table__)
 _INSERT_ITEMS = insert(ItemRating.__table__)
@@ -61,15 +60,18 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
                 parsed: ParsedBallot, invalidate: bool, is_paper: bool = False) -> str:
     """Record one ballot for an invitation; return its receipt. CastError changes nothing."""
     conn = session.connection()
+    is_valid = not (invalidate and parsed.suspicious)
     try:
         if conn.dialect.name == "postgresql":
-            conn.execute(_SHARE_ROUND, {"r": round_id})
-        used = conn.execute(_MARK_USED, {"i": invitation_id, "r": round_id, "g": group_id})
-        if used.rowcount != 1:
+            receipt = _cast_in_one_statement(conn, invitation_id, round_id, group_id, parsed,
+                                             is_valid, is_paper)
+        else:
+            used = conn.execute(_MARK_USED, {"i": invitation_id, "r": round_id, "g": group_id})
+            receipt = _insert_ballot(conn, round_id, group_id, parsed, is_valid, is_paper) \
+                if used.rowcount == 1 else None
+        if receipt is None:
             session.rollback()
             raise CastError(why_refused(session, invitation_id, round_id))
-        receipt = _insert_ballot(conn, round_id, group_id, parsed,
-                                 is_valid=not (invalidate and parsed.suspicious), is_paper=is_paper)
         session.commit()
     except BaseException:
         session.rollback()
@@ -79,39 +81,63 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
 
 def _insert_ballot(conn, round_id: int, group_id: int, parsed: ParsedBallot, is_valid: bool,
                    is_paper: bool) -> str:
-    """The ballot row, then its ratings and item ratings in one statement (or batch) each."""
+    """SQLite's cast after the conditional update: the ballot row, then its ratings (executemany
+    costs no round trips in-process)."""
     ballot_id, receipt = secrets.token_hex(16), new_receipt()
     conn.execute(_INSERT_BALLOT, {"id": ballot_id, "round_id": round_id, "group_id": group_id,
                                   "receipt": receipt, "cast_on": today(), "is_paper": is_paper,
                                   "is_valid": is_valid})
+    conn.execute(_INSERT_RATINGS, [
+        {"ballot_id": ballot_id, "participation_id": p, "grade_id": g, "comment": c}
+        for p, g, c, _items in parsed.answers])
+    items = [{"ballot_id": ballot_id, "participation_id": p, "item_id": i, "value": v}
+             for p, _g, _c, its in parsed.answers for i, v in its]
+    if items:
+        conn.execute(_INSERT_ITEMS, items)
+    return receipt
+
+
+#: PostgreSQL: after the round lock, the rest of the cast in one statement and one round trip.
+#: The CTEs mark the invitation used only if it is unused and the round open (exactly one row, or
+#: none), and insert the ballot and its ratings only if it was; foreign keys are checked at the
+#: end of the statement, when the ballot row exists. The lock must be a statement of its own:
+#: a statement's snapshot is taken before it waits, and a mix that commits meanwhile rewrites
+#: the invitation row that an older snapshot would look for.
+_SHARE_ROUND = text("SELECT 1 FROM rounds WHERE id = :r FOR SHARE")
+_PG_CAST = text("""
+WITH used AS (UPDATE invitations SET is_used = true
+         WHERE id = :i AND round_id = :r AND group_id = :g AND NOT is_used
+           AND EXISTS (SELECT 1 FROM rounds WHERE id = :r AND status = 'open') RETURNING id),
+ballot AS (INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)
+           SELECT :b, :r, :g, :receipt, :day, :paper, :valid FROM used RETURNING id),
+graded AS (INSERT INTO ratings (ballot_id, participation_id, grade_id, comment)
+           SELECT ballot.id, t.p, t.gr, t.c FROM ballot,
+                  unnest(CAST(:p AS integer[]), CAST(:gr AS integer[]), CAST(:c AS text[]))
+                  AS t(p, gr, c)),
+scored AS (INSERT INTO item_ratings (ballot_id, participation_id, item_id, value)
+           SELECT ballot.id, t.p, t.i, t.v FROM ballot,
+                  unnest(CAST(:ip AS integer[]), CAST(:ii AS integer[]), CAST(:iv AS integer[]))
+                  AS t(p, i, v))
+SELECT count(*) FROM used
+""")
+
+
+def _cast_in_one_statement(conn, invitation_id: int, round_id: int, group_id: int,
+                           parsed: ParsedBallot, is_valid: bool, is_paper: bool) -> str | None:
+    """PostgreSQL's cast: the receipt, or None when the conditional update touched no row."""
+    ballot_id, receipt = secrets.token_hex(16), new_receipt()
     ratings = [(pid, grade_id, comment) for pid, grade_id, comment, _items in parsed.answers]
     items = [(pid, item_id, value) for pid, _g, _c, its in parsed.answers for item_id, value in its]
-    if conn.dialect.name == "postgresql":
-        # unnest() turns three arrays into rows: one statement and one round trip per table.
-        conn.execute(_PG_RATINGS, {"b": ballot_id, **_columns(ratings, "p", "g", "c")})
-        if items:
-            conn.execute(_PG_ITEMS, {"b": ballot_id, **_columns(items, "p", "i", "v")})
-    else:  # SQLite runs in-process: executemany costs no round trips
-        conn.execute(_INSERT_RATINGS, [{"ballot_id": ballot_id, "participation_id": p,
-                                        "grade_id": g, "comment": c} for p, g, c in ratings])
-        if items:
-            conn.execute(_INSERT_ITEMS, [{"ballot_id": ballot_id, "participation_id": p,
-                                          "item_id": i, "value": v} for p, i, v in items])
-    return receipt
+    conn.execute(_SHARE_ROUND, {"r": round_id})
+    used = conn.execute(_PG_CAST, {
+        "i": invitation_id, "r": round_id, "g": group_id, "b": ballot_id, "receipt": receipt,
+        "day": today(), "paper": is_paper, "valid": is_valid,
+        **_columns(ratings, "p", "gr", "c"), **_columns(items, "ip", "ii", "iv")}).scalar_one()
+    return receipt if used == 1 else None
 
 
 def _columns(rows: list[tuple], *names: str) -> dict[str, list]:
     return {name: [row[k] for row in rows] for k, name in enumerate(names)}
-
-
-_PG_RATINGS = text(
-    "INSERT INTO ratings (ballot_id, participation_id, grade_id, comment) "
-    "SELECT :b, p, g, c FROM unnest(CAST(:p AS integer[]), CAST(:g AS integer[]), "
-    "CAST(:c AS text[])) AS t(p, g, c)")
-_PG_ITEMS = text(
-    "INSERT INTO item_ratings (ballot_id, participation_id, item_id, value) "
-    "SELECT :b, p, i, v FROM unnest(CAST(:p AS integer[]), CAST(:i AS integer[]), "
-    "CAST(:v AS integer[])) AS t(p, i, v)")
 
 
 def why_refused(session: Session, invitation_id: int, round_id: int) -> str:

@@ -18,6 +18,7 @@ from evaluation.cli_common import cli_actor, refuse
 from evaluation.cli_results import results_command
 from evaluation.cli_voting import VOTING_COMMANDS
 from evaluation.errors import PingyiError
+from evaluation.invitations import issue_links
 from evaluation.models import ROLES, User
 from evaluation.specs import SpecError, load_spec
 
@@ -117,9 +118,26 @@ def demo() -> None:
             create_user(db.session, email, password, role, cli_actor(), _hash_method())
         round_ = use.create_round(db.session, load_spec(EXAMPLE.read_bytes()), cli_actor())
         use.transition_round(db.session, round_, "open", cli_actor())
+        _write_demo_links(round_)
         click.echo(f"demo round {round_.id} created and opened", err=True)
     click.echo(f"organiser: {DEMO_ORGANISER[0]} / {DEMO_ORGANISER[1]}", err=True)
     click.echo(f"analyst:   {DEMO_ANALYST[0]} / {DEMO_ANALYST[1]}", err=True)
+    click.echo(f"sample ballot links: {_demo_links_path()} (URL, tab, short code; each votes once)",
+               err=True)
+
+
+def _demo_links_path() -> Path:
+    return current_app.config["PINGYI"].instance_path / "demo-links.txt"
+
+
+def _write_demo_links(round_) -> None:
+    """Issue a few links per group of the demo round and keep them in the instance folder."""
+    config, keys = current_app.config["PINGYI"], current_app.extensions["pingyi.keys"]
+    lines = []
+    for group in ("superior", "peer", "subordinate", "public"):
+        for link in issue_links(db.session, round_, group, 5, keys, cli_actor()):
+            lines.append(f"{config.base_url}/v/{link.token}\t{link.display_code}\t{group}")
+    _demo_links_path().write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def register_cli(app: Flask) -> None:

@@ -132,6 +132,9 @@ def test_demo_loads_once(runner, session):
     first = runner.invoke(args=["demo"])
     assert first.exit_code == 0, first.output
     assert "organiser@example.org" in first.stderr
+    links = (runner.app.config["PINGYI"].instance_path / "demo-links.txt").read_text().splitlines()
+    assert len(links) == 20 and all(line.count("\t") == 2 for line in links)
+    assert "sample ballot links:" in first.stderr
     second = runner.invoke(args=["demo"])
     assert "present already" in second.stderr
     assert count(session, Round) == 1

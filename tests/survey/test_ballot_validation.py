@@ -169,3 +169,29 @@ def test_twenty_phones_racing_with_one_link_give_one_ballot(app, session, make_r
     assert all("A ballot has already been recorded for this link" in body
                for status, body in results if status == 409)
     assert stored(session) == (1, 1)
+
+
+def test_many_voters_casting_at_once_while_mixes_run(app, session, make_round, issue):
+    """Every ballot is recorded even when the periodic mix rewrites invitations meanwhile."""
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=3)
+    round_ = make_round("open")
+    data = full_ballot(round_)
+    phones = []
+    for link in issue(round_, "public", 30):
+        phone = app.test_client()
+        phone.get(link_path(link))
+        phones.append((phone, {**data, "csrf_token": csrf_token(phone)}))
+    barrier = threading.Barrier(len(phones))
+    statuses = []
+
+    def cast(phone, form):
+        barrier.wait()
+        statuses.append(phone.post("/ballot", data=form).status_code)
+
+    threads = [threading.Thread(target=cast, args=p) for p in phones]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [302] * 30
+    assert stored(session) == (30, 30)
