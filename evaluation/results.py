@@ -308,9 +308,15 @@ def turnout(session: Session, round_: Round) -> dict:
             for g in round_.groups]
     shown = [r for r in rows if r["cast"] >= round_.min_group_size]
     folded = [r for r in rows if r["cast"] < round_.min_group_size]
-    return {**_counts(rows), "min_group_size": round_.min_group_size,
+    total, folded_counts = _counts(rows), _counts(folded)
+    voted = [r for r in folded if r["cast"]]
+    if voted and (len(voted) < 2 or folded_counts["cast"] < round_.min_group_size):
+        # The sum would be one small group's count, and the total minus the shown groups too.
+        hidden = {"cast": None, "valid": None, "rate": None}
+        total, folded_counts = total | hidden, folded_counts | hidden
+    return {**total, "min_group_size": round_.min_group_size,
             "groups": [r | {"rate": _rate(r)} for r in shown],
-            "folded": {"groups": [r["group"] for r in folded], **_counts(folded)} if folded else None}
+            "folded": {"groups": [r["group"] for r in folded], **folded_counts} if folded else None}
 
 
 def _counts(rows: list[dict]) -> dict:

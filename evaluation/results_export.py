@@ -144,18 +144,26 @@ def cadre_entry(s: _Shape, c: int) -> dict:
         "groups": [_group(s, c, k) for k in shown],
         "folded": [g["group"] for g, on in zip(s.groups, a["folded"][c]) if on],
     }
-    entry["notes"] = _notes(s, c, entry)
+    if entry["folded"]:
+        # The totals include the folded ballots: beside them, the other groups' own figures
+        # would give the folded group's away by subtraction. The public's share alone is safe
+        # only while another shown group is mixed with the folded ones in the remainder.
+        entry["groups"] = []
+        if len(shown) < 2:
+            entry["public"] = None
+    entry["notes"] = _notes(s, c, entry, shown)
     return entry
 
 
-def _notes(s: _Shape, c: int, entry: dict) -> list[dict]:
+def _notes(s: _Shape, c: int, entry: dict, shown: list[int]) -> list[dict]:
     """Why figures are missing or reweighted, as codes the page and readers can translate."""
     notes, size = [], s.round_.min_group_size
     if entry["folded"]:
         notes.append({"code": "folded", "groups": entry["folded"], "min_group_size": size})
-    if entry["groups"] and s.renormalised[c]:
-        notes.append({"code": "weights_renormalised",
-                      "weights": {g["group"]: g["weight_used"] for g in entry["groups"]}})
+        notes.append({"code": "groups_withheld", "groups": [s.groups[k]["group"] for k in shown]})
+    if shown and s.renormalised[c]:
+        notes.append({"code": "weights_renormalised", "weights": {
+            s.groups[k]["group"]: s.agg["weights_used"][c][k] for k in shown}})
     for code, on in (("pooled", entry["pooled"]), ("no_score", entry["score"] is None),
                      ("no_kpi", entry["kpi"] is None)):
         if on:

@@ -214,16 +214,16 @@ def test_scores_fold_the_two_ballot_group_and_renormalise(doc):
     for c in doc["cadres"]:
         position = int(c["key"][1:]) - 1
         assert c["score"] == pytest.approx(expected_score(position)), c["key"]
-        assert "superior" not in [g["group"] for g in c["groups"]]
         assert c["folded"] == ["superior"]
+        # beside totals that include the two superior ballots, the other groups' own figures
+        # would give those two away by subtraction: they are withheld, and the notes say so
+        assert c["groups"] == []
         codes = [n["code"] for n in c["notes"]]
-        assert "folded" in codes and "weights_renormalised" in codes
-    groups = {g["group"]: g for g in cadre(doc, "c01")["groups"]}
-    assert set(groups) == {"peer", "subordinate", "public"}
-    assert groups["peer"]["weight_used"] == pytest.approx(0.25 / 0.70)
-    assert groups["peer"]["score"] == pytest.approx(trimmed([100, 100, 80, 100, 100, 80]))
-    assert groups["subordinate"]["grades"] == {"excellent": 1, "competent": 5, "basic": 0,
-                                               "incompetent": 0}
+        assert {"folded", "groups_withheld", "weights_renormalised"} <= set(codes)
+    notes = {n["code"]: n for n in cadre(doc, "c01")["notes"]}
+    assert notes["weights_renormalised"]["weights"] == pytest.approx(
+        {"peer": 0.25 / 0.70, "subordinate": 0.25 / 0.70, "public": 0.20 / 0.70})
+    assert notes["groups_withheld"]["groups"] == ["peer", "subordinate", "public"]
 
 
 def test_kpi_composite(doc, example_spec):
@@ -277,7 +277,10 @@ def test_turnout_folds_small_groups(doc):
     assert (shown["peer"]["invited"], shown["peer"]["cast"], shown["peer"]["valid"]) == (10, 7, 6)
     assert shown["public"]["rate"] == pytest.approx(6 / 6)
     assert turnout["folded"]["groups"] == ["superior"]
-    assert (turnout["invited"], turnout["cast"], turnout["valid"]) == (27, 21, 20)
+    # one folded group with 2 ballots: neither its count nor the total (which would give it
+    # away by subtraction) is shown
+    assert (turnout["folded"]["cast"], turnout["cast"], turnout["valid"]) == (None, None, None)
+    assert turnout["invited"] == 27
 
 
 def test_reliability_per_shown_group_and_overall(doc):
@@ -370,7 +373,8 @@ def test_json_command_matches_the_page(runner, client, sign_in, planted):
         for g in c["groups"]:
             assert f"{g['score']:.2f}" in block
     assert 'class="group-superior"' not in page  # two ballots: folded, never a row of its own
-    assert 'class="group-peer"' in page
+    assert 'class="group-peer"' not in page  # withheld beside the totals (see the notes)
+    assert "Per-group figures are withheld for this cadre" in page
     assert "&#34;http" in page or "&quot;http" in page  # the evil name is escaped, not markup
     rel = doc["reliability"]["overall"]
     assert f"{rel['alpha']:.3f}" in page and f"{rel['icc']['single']:.3f}" in page
@@ -439,3 +443,25 @@ def test_round_without_ballots_has_empty_results(session, make_round, runner, cl
     assert result.exit_code == 0, result.stderr
     sign_in("analyst")
     assert client.get(f"/staff/rounds/{round_.id}/results").status_code == 200
+
+
+def test_groups_are_shown_when_none_is_folded(session, make_round, example_spec, client, sign_in):
+    """With a minimum of 2, the two superior ballots form a group of their own: every group shows."""
+    rules = dict(example_spec["rules"], min_group_size=2)
+    round_ = make_round("open", rules=rules)
+    _insert_ballots(session, round_)
+    transition_round(session, round_, "close", "test")
+    doc = compute_results(session, round_.id)
+    c01 = cadre(doc, "c01")
+    assert c01["folded"] == [] and "groups_withheld" not in [n["code"] for n in c01["notes"]]
+    groups = {g["group"]: g for g in c01["groups"]}
+    assert set(groups) == {"superior", "peer", "subordinate", "public"}
+    assert groups["peer"]["weight_used"] == pytest.approx(0.25)
+    assert groups["peer"]["score"] == pytest.approx(trimmed([100, 100, 80, 100, 100, 80]))
+    assert groups["subordinate"]["grades"] == {"excellent": 1, "competent": 5, "basic": 0,
+                                               "incompetent": 0}
+    assert doc["turnout"]["cast"] == 21 and doc["turnout"]["folded"] is None
+    sign_in("analyst")
+    page = client.get(f"/staff/rounds/{round_.id}/results").get_data(as_text=True)
+    assert 'class="group-peer"' in page and 'class="group-superior"' in page
+    assert f"{groups['peer']['score']:.2f}" in page
