@@ -7,6 +7,8 @@ import re
 import sys
 
 from dotenv import load_dotenv
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 from flask import Flask, current_app, render_template, request, session
 from flask_babel import get_locale, lazy_gettext
 from sqlalchemy.exc import OperationalError
@@ -33,6 +35,14 @@ class RedactLinks(logging.Filter):
 _REDACT = RedactLinks()
 
 
+class DatabaseIntConverter(IntegerConverter):
+    """`<int:...>` that never matches a number too large for a database integer (404, not 500)."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
 def select_locale() -> str:
     """The language chosen with the switch, else the browser's best match."""
     chosen = session.get("lang")
@@ -47,6 +57,9 @@ def create_app(config: Config | None = None) -> Flask:
         load_dotenv()
         config = Config.from_env()
     app = Flask(__name__, instance_path=str(config.instance_path), template_folder="templates")
+    app.url_map.converters["int"] = DatabaseIntConverter
+    if config.proxy_fix:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
     config.instance_path.mkdir(parents=True, exist_ok=True)
     app.config.update(
         PINGYI=config,
@@ -76,10 +89,15 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 def _engine_options(config: Config) -> dict:
-    """Pool settings; SQLite writers wait for the lock instead of failing at once."""
+    """Pool settings; SQLite writers wait for the lock instead of failing at once.
+
+    hide_parameters: an error while casting must not write a ballot's values (or the invitation
+    id beside them) into a log line.
+    """
     if config.database_url.startswith("sqlite"):
-        return {"connect_args": {"timeout": config.sqlite_busy_timeout_ms / 1000}}
-    return {"pool_pre_ping": True}
+        return {"connect_args": {"timeout": config.sqlite_busy_timeout_ms / 1000},
+                "hide_parameters": True}
+    return {"pool_pre_ping": True, "hide_parameters": True}
 
 
 def _init_extensions(app: Flask) -> None:

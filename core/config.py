@@ -48,16 +48,19 @@ class Config:
     #: Werkzeug hash method for staff passwords; tests lower its cost.
     password_hash_method: str = "scrypt"
     login_rate_limit: str = "10 per minute"
-    #: Invalid ballot links or codes one address may try (valid ballots are never limited).
-    link_rate_limit: str = "30 per minute"
+    #: Invalid ballot links or codes one address may try; genuine links and ballots are never
+    #: limited (a meeting room shares one address).
+    link_rate_limit: str = "60 per minute"
+    #: Behind a reverse proxy: trust its X-Forwarded-For/-Proto (one hop), for rate limits and HTTPS.
+    proxy_fix: bool = False
     #: Where ballot links point (no trailing slash).
     base_url: str = "http://127.0.0.1:5000"
     #: While a round is open, its invitations are rewritten after every this many ballots.
     mix_every: int = 20
     #: How long a SQLite writer waits for the lock before giving up, in milliseconds.
     sqlite_busy_timeout_ms: int = 10_000
-    #: Largest ballot body accepted, in bytes.
-    max_ballot_bytes: int = 64 * 1024
+    #: Largest ballot body accepted, in bytes (a CJK character costs 9 bytes form-encoded).
+    max_ballot_bytes: int = 1024 * 1024
     #: Largest request body accepted, in bytes (imports included).
     max_content_length: int = 4 * 1024 * 1024
     testing: bool = False
@@ -88,6 +91,7 @@ class Config:
             mail_sender=env.get("MAIL_SENDER") or "pingyi@localhost",
             base_url=(env.get("PINGYI_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
             mix_every=int(env.get("PINGYI_MIX_EVERY") or 20),
+            proxy_fix=env.get("PINGYI_PROXY_FIX", "").lower() in ("1", "true", "yes"),
         )
         values.update(overrides)
         if "database_url" in overrides:

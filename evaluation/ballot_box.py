@@ -48,7 +48,8 @@ def today() -> dt.date:
 _MARK_USED = (
     update(Invitation.__table__)
     .where(Invitation.id == bindparam("i"), Invitation.round_id == bindparam("r"),
-           Invitation.group_id == bindparam("g"), Invitation.is_used.is_(False),
+           Invitation.group_id == bindparam("g"), Invitation.token_hash == bindparam("t"),
+           Invitation.is_used.is_(False),
            exists().where(Round.id == bindparam("r"), Round.status == "open"))
     .values(is_used=True))
 _INSERT_BALLOT = insert(Ballot.__table__)
@@ -57,16 +58,22 @@ _INSERT_ITEMS = insert(ItemRating.__table__)
 
 
 def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: int,
-                parsed: ParsedBallot, invalidate: bool, is_paper: bool = False) -> str:
-    """Record one ballot for an invitation; return its receipt. CastError changes nothing."""
+                parsed: ParsedBallot, invalidate: bool, token_hash: str,
+                is_paper: bool = False) -> str:
+    """Record one ballot for an invitation; return its receipt. CastError changes nothing.
+
+    token_hash is the invitation's link hash as the voter received it: a link re-issued since
+    (a reminder) voids the old one, and so the session opened with it.
+    """
     conn = session.connection()
     is_valid = not (invalidate and parsed.suspicious)
     try:
         if conn.dialect.name == "postgresql":
-            receipt = _cast_in_one_statement(conn, invitation_id, round_id, group_id, parsed,
-                                             is_valid, is_paper)
+            receipt = _cast_in_one_statement(conn, (invitation_id, round_id, group_id, token_hash),
+                                             parsed, is_valid, is_paper)
         else:
-            used = conn.execute(_MARK_USED, {"i": invitation_id, "r": round_id, "g": group_id})
+            used = conn.execute(_MARK_USED, {"i": invitation_id, "r": round_id, "g": group_id,
+                                             "t": token_hash})
             receipt = _insert_ballot(conn, round_id, group_id, parsed, is_valid, is_paper) \
                 if used.rowcount == 1 else None
         if receipt is None:
@@ -106,7 +113,7 @@ def _insert_ballot(conn, round_id: int, group_id: int, parsed: ParsedBallot, is_
 _SHARE_ROUND = text("SELECT 1 FROM rounds WHERE id = :r FOR SHARE")
 _PG_CAST = text("""
 WITH used AS (UPDATE invitations SET is_used = true
-         WHERE id = :i AND round_id = :r AND group_id = :g AND NOT is_used
+         WHERE id = :i AND round_id = :r AND group_id = :g AND token_hash = :t AND NOT is_used
            AND EXISTS (SELECT 1 FROM rounds WHERE id = :r AND status = 'open') RETURNING id),
 ballot AS (INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)
            SELECT :b, :r, :g, :receipt, :day, :paper, :valid FROM used RETURNING id),
@@ -122,15 +129,20 @@ SELECT count(*) FROM used
 """)
 
 
-def _cast_in_one_statement(conn, invitation_id: int, round_id: int, group_id: int,
-                           parsed: ParsedBallot, is_valid: bool, is_paper: bool) -> str | None:
-    """PostgreSQL's cast: the receipt, or None when the conditional update touched no row."""
+def _cast_in_one_statement(conn, who: tuple[int, int, int, str], parsed: ParsedBallot,
+                           is_valid: bool, is_paper: bool) -> str | None:
+    """PostgreSQL's cast: the receipt, or None when the conditional update touched no row.
+
+    who: (invitation id, round id, group id, token hash).
+    """
+    invitation_id, round_id, group_id, token_hash = who
     ballot_id, receipt = secrets.token_hex(16), new_receipt()
     ratings = [(pid, grade_id, comment) for pid, grade_id, comment, _items in parsed.answers]
     items = [(pid, item_id, value) for pid, _g, _c, its in parsed.answers for item_id, value in its]
     conn.execute(_SHARE_ROUND, {"r": round_id})
     used = conn.execute(_PG_CAST, {
-        "i": invitation_id, "r": round_id, "g": group_id, "b": ballot_id, "receipt": receipt,
+        "i": invitation_id, "r": round_id, "g": group_id, "t": token_hash, "b": ballot_id,
+        "receipt": receipt,
         "day": today(), "paper": is_paper, "valid": is_valid,
         **_columns(ratings, "p", "gr", "c"), **_columns(items, "ip", "ii", "iv")}).scalar_one()
     return receipt if used == 1 else None

@@ -9,6 +9,7 @@ is an error, and nothing is stored.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,6 +17,8 @@ from evaluation.models import Round
 
 DONT_KNOW = "dont_know"
 MAX_COMMENT = 500
+#: Control characters other than tab and line breaks (PostgreSQL text refuses NUL outright).
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 FIXED_FIELDS = {"csrf_token"}
 
 
@@ -150,9 +153,12 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
             parsed.errors.setdefault(name, "rate this item" if value == "" else "not one of the choices")
         else:
             items.append((item.id, number))
-    comment = parsed.values.get(f"comment-{cadre.key}", "").strip()
+    # Browsers send line breaks as CRLF but count them as one character.
+    comment = parsed.values.get(f"comment-{cadre.key}", "").replace("\r\n", "\n").strip()
     if len(comment) > MAX_COMMENT:
         parsed.errors[f"comment-{cadre.key}"] = "too long"
+    elif CONTROL_RE.search(comment):
+        parsed.errors[f"comment-{cadre.key}"] = "control characters"
     elif not comment and sheet.reason_required and grade is not None and grade.is_dissatisfied:
         parsed.errors[f"comment-{cadre.key}"] = "give a reason"
     parsed.answers.append((cadre.participation_id, grade_id, comment or None, items))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from evaluation.ballot_box import CastError, cast_ballot, maybe_mix
@@ -23,15 +25,17 @@ class Ticket:
     group_id: int
     #: The round's public fingerprint: names the frozen settings, so the sheet can be cached.
     fingerprint: str
+    #: The invitation's token hash when the ticket was issued: a re-issued link voids the ticket.
+    token_hash: str
 
     def to_session(self) -> list:
-        return [self.invitation_id, self.round_id, self.group_id, self.fingerprint]
+        return [self.invitation_id, self.round_id, self.group_id, self.fingerprint, self.token_hash]
 
     @classmethod
     def from_session(cls, value) -> "Ticket | None":
-        if (isinstance(value, list) and len(value) == 4
+        if (isinstance(value, list) and len(value) == 5
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:3])
-                and isinstance(value[3], str) and len(value[3]) == 64):
+                and all(isinstance(v, str) and len(v) == 64 for v in value[3:])):
             return cls(*value)
         return None
 
@@ -60,7 +64,8 @@ def _ticket(session: Session, invitation: Invitation) -> Ticket:
     refusal = _state_of(invitation.is_used, status)
     if refusal:
         raise CastError(refusal)
-    return Ticket(invitation.id, invitation.round_id, invitation.group_id, fingerprint)
+    return Ticket(invitation.id, invitation.round_id, invitation.group_id, fingerprint,
+                  invitation.token_hash)
 
 
 def enter_with_link(session: Session, token: str, keys: Keys) -> Ticket:
@@ -78,7 +83,8 @@ def sheet_for(session: Session, ticket: Ticket) -> Sheet:
     row = session.execute(
         select(Invitation.is_used, Round.status, Round.fingerprint)
         .join(Round, Round.id == Invitation.round_id)
-        .where(Invitation.id == ticket.invitation_id, Invitation.round_id == ticket.round_id)).first()
+        .where(Invitation.id == ticket.invitation_id, Invitation.round_id == ticket.round_id,
+               Invitation.token_hash == ticket.token_hash)).first()
     session.rollback()
     if row is None:
         raise CastError("unknown")
@@ -120,6 +126,10 @@ def cast(session: Session, ticket: Ticket, form, mix_every: int) -> str:
     if parsed.errors:
         raise BallotInvalidError(parsed, sheet)
     receipt = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
-                          invalidate=sheet.validity == "invalidate")
-    maybe_mix(session, ticket.round_id, mix_every)
+                          invalidate=sheet.validity == "invalidate", token_hash=ticket.token_hash)
+    try:
+        maybe_mix(session, ticket.round_id, mix_every)
+    except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to a failed mix
+        session.rollback()
+        logging.getLogger("pingyi").warning("mix skipped: %s", type(exc).__name__)
     return receipt

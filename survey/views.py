@@ -153,9 +153,21 @@ def private_pages(response):
     return response
 
 
+def _genuine_link() -> bool:
+    """A link we signed is never limited, even from an address that has used up its budget."""
+    token = (request.view_args or {}).get("token")
+    if not token:
+        return False
+    try:
+        _keys().signer.loads(token)
+    except BadLinkError:
+        return False
+    return True
+
+
 #: Links and codes share one budget of invalid attempts per address.
 _limited = limiter.shared_limit(link_limit, scope="ballot-entry", deduct_when=_only_failures,
-                                methods=["GET", "POST"])
+                                exempt_when=_genuine_link, methods=["GET", "POST"])
 
 for rule, endpoint, view, methods in [
     ("/", "home", home, ["GET"]),

@@ -40,6 +40,8 @@ CASES = {
     "decimal": ({"item__c01__politics": "3.0"}, "item-c01-politics"),
     "missing item": ({"item__c02__ability": None}, "item-c02-ability"),
     "too long comment": ({"comment__c04": "x" * 501}, "comment-c04"),
+    "NUL in a comment": ({"comment__c04": "bad\x00comment"}, "comment-c04"),
+    "control character in a comment": ({"comment__c04": "bell\x07"}, "comment-c04"),
     "missing reason for a dissatisfied grade": ({"grade__c05": "incompetent"}, "comment-c05"),
     "unknown cadre": ({"grade__c99": "excellent"}, None),
     "unknown item": ({"item__c01__charisma": "5"}, None),
@@ -116,7 +118,7 @@ def test_oversized_ballot_is_refused(client, post, session, make_round, issue):
     round_ = make_round("open")
     client.get(link_path(issue(round_)[0]))
     data = full_ballot(round_)
-    data["comment-c01"] = "长" * 40_000
+    data["comment-c01"] = "长" * 120_000  # 1 MiB and more once form-encoded
     assert post("/ballot", data).status_code == 413
     assert stored(session) == (0, 0)
 
@@ -195,3 +197,14 @@ def test_many_voters_casting_at_once_while_mixes_run(app, session, make_round, i
         t.join(60)
     assert statuses == [302] * 30
     assert stored(session) == (30, 30)
+
+
+def test_long_chinese_comments_and_crlf_line_breaks_fit(client, post, session, make_round, issue):
+    """Twelve comments of 500 characters, CJK, with line breaks sent as CRLF: a valid ballot."""
+    round_ = make_round("open")
+    client.get(link_path(issue(round_)[0]))
+    data = full_ballot(round_)
+    for p in round_.participations:
+        data[f"comment-{p.cadre.key}"] = ("评" * 249 + "\r\n") * 2
+    assert post("/ballot", data).status_code == 302
+    assert stored(session) == (1, 1)

@@ -90,6 +90,7 @@ def test_signer_refuses_other_purposes():
 
 def test_invalid_attempts_are_rate_limited_but_used_links_and_ballots_are_not(
         app, client, post, make_round, issue):
+    app.config["PINGYI"] = app.config["PINGYI"].replace(link_rate_limit="30 per minute")
     round_ = make_round("open")
     used, fresh = issue(round_, "public", 2)
     client.get(link_path(used))
@@ -100,9 +101,9 @@ def test_invalid_attempts_are_rate_limited_but_used_links_and_ballots_are_not(
     assert statuses[:30] == [404] * 30 and statuses[30] == 429
     assert client.post("/code", data={"code": "AAAAA-AAAAA", "csrf_token": csrf_token(client)}
                        ).status_code == 429
-    # a phone that already holds its ballot keeps working: casting is never limited
+    # another phone in the same room (same address): a genuine link still opens, and casting
+    # is never limited
     other = app.test_client()
-    other.environ_base["REMOTE_ADDR"] = "10.0.0.9"
     assert other.get(link_path(fresh)).status_code == 302
     assert other.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(other)}
                       ).status_code == 302
@@ -152,3 +153,21 @@ def test_verify_holds_after_close_and_catches_tampering(app, runner, client, pos
     session.commit()
     result = runner.invoke(args=["verify", str(round_.id)])
     assert result.exit_code == 1 and "seal BROKEN" in result.stderr
+
+
+def test_reissued_link_voids_a_session_opened_with_the_old_one(app, client, post, session, make_round,
+                                                               issue, keys):
+    from evaluation.invitations import remint
+    from evaluation.models import Invitation
+    round_ = make_round("open")
+    old = issue(round_)[0]
+    client.get(link_path(old))  # someone opened the old link (say it leaked) ...
+    new = remint(session, session.get(Invitation, old.invitation_id), keys)  # ... then a reminder
+    session.commit()
+    response = post("/ballot", full_ballot(round_))
+    assert response.status_code == 404
+    assert session.scalar(select(Ballot.id)) is None
+    voter = app.test_client()
+    assert voter.get(link_path(new)).status_code == 302
+    assert voter.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(voter)}
+                      ).status_code == 302

@@ -53,3 +53,15 @@ def test_pages_carry_the_security_headers(client, make_round, issue):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     html = response.get_data(as_text=True)
     assert "<script>" not in html and " on" + "click=" not in html
+
+
+def test_numbers_too_large_for_the_database_are_not_found(client):
+    assert client.get("/bulletin/99999999999999999999999999").status_code == 404
+    assert client.get("/staff/rounds/99999999999999999999").status_code in (302, 404)
+
+
+def test_engine_hides_statement_parameters(app):
+    """A failing statement's parameters (invitation id beside the answers) stay out of any log."""
+    from core.extensions import db
+    with app.app_context():
+        assert db.engine.hide_parameters
