@@ -14,6 +14,7 @@ import itertools
 import json
 import secrets
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -57,10 +58,21 @@ _INSERT_RATINGS = insert(Rating.__table__)
 _INSERT_ITEMS = insert(ItemRating.__table__)
 
 
+@dataclass(frozen=True)
+class Cast:
+    """A recorded ballot: its receipt, and how many ballots the round holds with it."""
+
+    receipt: str
+    count: int
+
+
+_COUNT = select(func.count()).select_from(Ballot.__table__).where(Ballot.round_id == bindparam("r"))
+
+
 def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: int,
                 parsed: ParsedBallot, invalidate: bool, token_hash: str,
-                is_paper: bool = False) -> str:
-    """Record one ballot for an invitation; return its receipt. CastError changes nothing.
+                is_paper: bool = False) -> Cast:
+    """Record one ballot for an invitation. CastError changes nothing.
 
     token_hash is the invitation's link hash as the voter received it: a link re-issued since
     (a reminder) voids the old one, and so the session opened with it.
@@ -69,21 +81,23 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
     is_valid = not (invalidate and parsed.suspicious)
     try:
         if conn.dialect.name == "postgresql":
-            receipt = _cast_in_one_statement(conn, (invitation_id, round_id, group_id, token_hash),
-                                             parsed, is_valid, is_paper)
+            cast = _cast_in_one_statement(conn, (invitation_id, round_id, group_id, token_hash),
+                                          parsed, is_valid, is_paper)
         else:
             used = conn.execute(_MARK_USED, {"i": invitation_id, "r": round_id, "g": group_id,
                                              "t": token_hash})
-            receipt = _insert_ballot(conn, round_id, group_id, parsed, is_valid, is_paper) \
-                if used.rowcount == 1 else None
-        if receipt is None:
+            cast = None
+            if used.rowcount == 1:
+                receipt = _insert_ballot(conn, round_id, group_id, parsed, is_valid, is_paper)
+                cast = Cast(receipt, conn.execute(_COUNT, {"r": round_id}).scalar_one())
+        if cast is None:
             session.rollback()
             raise CastError(why_refused(session, invitation_id, round_id))
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    return receipt
+    return cast
 
 
 def _insert_ballot(conn, round_id: int, group_id: int, parsed: ParsedBallot, is_valid: bool,
@@ -125,13 +139,13 @@ scored AS (INSERT INTO item_ratings (ballot_id, participation_id, item_id, value
            SELECT ballot.id, t.p, t.i, t.v FROM ballot,
                   unnest(CAST(:ip AS integer[]), CAST(:ii AS integer[]), CAST(:iv AS integer[]))
                   AS t(p, i, v))
-SELECT count(*) FROM used
+SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id = :r)
 """)
 
 
 def _cast_in_one_statement(conn, who: tuple[int, int, int, str], parsed: ParsedBallot,
-                           is_valid: bool, is_paper: bool) -> str | None:
-    """PostgreSQL's cast: the receipt, or None when the conditional update touched no row.
+                           is_valid: bool, is_paper: bool) -> Cast | None:
+    """PostgreSQL's cast, or None when the conditional update touched no row.
 
     who: (invitation id, round id, group id, token hash).
     """
@@ -140,12 +154,13 @@ def _cast_in_one_statement(conn, who: tuple[int, int, int, str], parsed: ParsedB
     ratings = [(pid, grade_id, comment) for pid, grade_id, comment, _items in parsed.answers]
     items = [(pid, item_id, value) for pid, _g, _c, its in parsed.answers for item_id, value in its]
     conn.execute(_SHARE_ROUND, {"r": round_id})
-    used = conn.execute(_PG_CAST, {
+    used, before = conn.execute(_PG_CAST, {
         "i": invitation_id, "r": round_id, "g": group_id, "t": token_hash, "b": ballot_id,
         "receipt": receipt,
         "day": today(), "paper": is_paper, "valid": is_valid,
-        **_columns(ratings, "p", "gr", "c"), **_columns(items, "ip", "ii", "iv")}).scalar_one()
-    return receipt if used == 1 else None
+        **_columns(ratings, "p", "gr", "c"), **_columns(items, "ip", "ii", "iv")}).one()
+    # The statement's snapshot does not see its own insert: the round holds `before` + 1.
+    return Cast(receipt, before + 1) if used == 1 else None
 
 
 def _columns(rows: list[tuple], *names: str) -> dict[str, list]:
@@ -166,10 +181,6 @@ def why_refused(session: Session, invitation_id: int, round_id: int) -> str:
     if status != "open":
         return "closed"
     return "used" if is_used else "unknown"
-
-
-def ballots_in_round(session: Session, round_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(Ballot).where(Ballot.round_id == round_id)) or 0
 
 
 # --- mixing: physical order and transaction ids must not relink ballots to invitations ---------
@@ -223,10 +234,9 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def maybe_mix(session: Session, round_id: int, every: int) -> bool:
-    """After every `every` ballots of an open round, mix the invitations and vacuum; True if so."""
-    if every <= 0 or ballots_in_round(session, round_id) % every:
-        session.rollback()
+def maybe_mix(session: Session, round_id: int, every: int, count: int) -> bool:
+    """When the round's ballot count reaches a multiple of `every`, mix its invitations; True if so."""
+    if every <= 0 or count % every:
         return False
     mix_round(session, round_id, full=False)
     session.commit()

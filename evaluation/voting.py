@@ -125,11 +125,11 @@ def cast(session: Session, ticket: Ticket, form, mix_every: int) -> str:
     parsed = parse_ballot(sheet, form)
     if parsed.errors:
         raise BallotInvalidError(parsed, sheet)
-    receipt = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
-                          invalidate=sheet.validity == "invalidate", token_hash=ticket.token_hash)
+    cast_ = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
+                        invalidate=sheet.validity == "invalidate", token_hash=ticket.token_hash)
     try:
-        maybe_mix(session, ticket.round_id, mix_every)
+        maybe_mix(session, ticket.round_id, mix_every, cast_.count)
     except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to a failed mix
         session.rollback()
         logging.getLogger("pingyi").warning("mix skipped: %s", type(exc).__name__)
-    return receipt
+    return cast_.receipt
