@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import logging
 import json
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -231,7 +233,16 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
         elif engine.dialect.name == "sqlite":
             if full:
                 conn.exec_driver_sql("VACUUM")
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            _checkpoint(conn, attempts=20 if full else 1)
+
+
+def _checkpoint(conn, attempts: int) -> None:
+    """Empty SQLite's write-ahead log; readers in flight can hold it, so retry a little."""
+    for _ in range(attempts):
+        if not conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]:
+            return
+        time.sleep(0.1)
+    logging.getLogger("pingyi").warning("WAL checkpoint incomplete: readers were active")
 
 
 def maybe_mix(session: Session, round_id: int, every: int, count: int) -> bool:
