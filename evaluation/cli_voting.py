@@ -55,6 +55,22 @@ def _progress(n: int, total: int, address: str) -> None:
     click.echo(f"[{n}/{total}] {address}", err=True)
 
 
+def _mail(round_id: int, send, bad: list[tuple[str, str]] = ()) -> None:
+    """Run send(round, keys, mailer, base_url) with one mailer, report, exit 1 if any failed."""
+    config, keys = _context()
+    settings = MailSettings.from_config(config)
+    try:
+        with Mailer(settings) as mailer:
+            report = send(get_round(db.session, round_id), keys, mailer, config.base_url)
+    except OSError as exc:
+        refuse([f"mail server: {exc}"])
+    except PingyiError as exc:
+        refuse(exc.problems)
+    report.failed[:0] = bad
+    _print_report(report, mailer.to_outbox, settings.outbox)
+    sys.exit(1 if report.failed else 0)
+
+
 @click.command("invite")
 @click.argument("round_id", type=int, metavar="ROUND")
 @click.option("--group", "group_key", required=True, help="Key of the rater group to invite into.")
@@ -63,20 +79,15 @@ def _progress(n: int, total: int, address: str) -> None:
 @with_appcontext
 def invite_command(round_id: int, group_key: str, path: Path) -> None:
     """Mail each address its own ballot link; re-running sends nobody a second link."""
-    config, keys = _context()
     try:
         addresses, bad = read_addresses(path.name, path.read_bytes())
-        settings = MailSettings.from_config(config)
-        with Mailer(settings) as mailer:
-            report = invite(db.session, get_round(db.session, round_id), group_key, addresses, keys,
-                            mailer, config.base_url, cli_actor(), _progress)
     except OSError as exc:
         refuse([f"{path}: {exc.strerror or exc}"])
     except PingyiError as exc:
         refuse(exc.problems)
-    report.failed[:0] = bad
-    _print_report(report, mailer.to_outbox, settings.outbox)
-    sys.exit(1 if report.failed else 0)
+    _mail(round_id, lambda round_, keys, mailer, base_url: invite(
+        db.session, round_, group_key, addresses, keys, mailer, base_url, cli_actor(), _progress),
+        bad)
 
 
 @click.command("remind")
@@ -84,18 +95,8 @@ def invite_command(round_id: int, group_key: str, path: Path) -> None:
 @with_appcontext
 def remind_command(round_id: int) -> None:
     """Mail a fresh link to every invited address whose link is still unused."""
-    config, keys = _context()
-    try:
-        settings = MailSettings.from_config(config)
-        with Mailer(settings) as mailer:
-            report = remind(db.session, get_round(db.session, round_id), keys, mailer,
-                            config.base_url, cli_actor(), _progress)
-    except OSError as exc:
-        refuse([f"mail server: {exc}"])
-    except PingyiError as exc:
-        refuse(exc.problems)
-    _print_report(report, mailer.to_outbox, settings.outbox)
-    sys.exit(1 if report.failed else 0)
+    _mail(round_id, lambda round_, keys, mailer, base_url: remind(
+        db.session, round_, keys, mailer, base_url, cli_actor(), _progress))
 
 
 @click.command("verify")

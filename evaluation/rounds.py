@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,11 +50,6 @@ def create_round(session: Session, spec: dict, actor: str) -> Round:
         session.rollback()
         raise PingyiError(f"the round could not be saved: {exc.orig}") from None
     return round_
-
-
-def create_round_from_document(session: Session, data, actor: str) -> Round:
-    """Validate a parsed round-spec document and create the draft (SpecError if bad)."""
-    return create_round(session, validate_spec(data), actor)
 
 
 def update_round(session: Session, round_: Round, spec: dict, actor: str, what: str) -> Round:
@@ -134,7 +129,3 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
     session.refresh(round_)
     return round_
 
-
-def count_rounds(session: Session) -> int:
-    """How many rounds exist."""
-    return session.scalar(select(func.count(Round.id))) or 0

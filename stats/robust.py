@@ -41,14 +41,19 @@ def wilson_interval(k, n, confidence: float = 0.95):
     return low, high
 
 
+def _centre_and_scale(x: np.ndarray, axis):
+    """NaN-aware median and robust scale (1.4826 MAD, or 1.2533 mean |x - median| where MAD is 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        med = np.nanmedian(x, axis=axis, keepdims=True)
+        dev = np.abs(x - med)
+        mad = np.nanmedian(dev, axis=axis, keepdims=True) * MAD_TO_SD
+        meanad = np.nanmean(dev, axis=axis, keepdims=True) * MEANAD_TO_SD
+    return med, np.where(mad > 0, mad, meanad)
+
+
 def robust_scale(x, axis=None):
     """NaN-aware robust standard deviation: 1.4826 * MAD, or 1.2533 * mean |x - median| where MAD is 0."""
-    x = np.asarray(x, dtype=float)
-    med = np.nanmedian(x, axis=axis, keepdims=True)
-    dev = np.abs(x - med)
-    mad = np.nanmedian(dev, axis=axis, keepdims=True) * MAD_TO_SD
-    meanad = np.nanmean(dev, axis=axis, keepdims=True) * MEANAD_TO_SD
-    scale = np.where(mad > 0, mad, meanad)
+    _med, scale = _centre_and_scale(np.asarray(x, dtype=float), axis)
     if axis is None:
         return float(scale.reshape(()))
     return np.squeeze(scale, axis=axis)
@@ -57,11 +62,6 @@ def robust_scale(x, axis=None):
 def robust_z(x, axis=None):
     """Robust z-scores (x - median) / robust_scale along axis; NaN in, NaN out; NaN where the scale is 0."""
     x = np.asarray(x, dtype=float)
+    med, scale = _centre_and_scale(x, axis)
     with np.errstate(invalid="ignore", divide="ignore"):
-        med = np.nanmedian(x, axis=axis, keepdims=True)
-        dev = np.abs(x - med)
-        mad = np.nanmedian(dev, axis=axis, keepdims=True) * MAD_TO_SD
-        meanad = np.nanmean(dev, axis=axis, keepdims=True) * MEANAD_TO_SD
-        scale = np.where(mad > 0, mad, meanad)
-        z = (x - med) / np.where(scale > 0, scale, np.nan)
-    return z
+        return (x - med) / np.where(scale > 0, scale, np.nan)
