@@ -81,16 +81,36 @@ def ballot_form(csrf: str, cadres: list[str], items: list[str], n: int) -> str:
     return urllib.parse.urlencode(fields)
 
 
-def summarise(name: str, latencies: list[float], errors: int, seconds: float) -> dict:
+def summarise(name: str, latencies: list[float], errors: int, seconds: float,
+              cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> dict:
     lat = sorted(latencies)
     pick = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: float("nan"))
     rate = len(latencies) / seconds if seconds else 0.0
+    per = (lambda t: 1000 * t / len(latencies)) if latencies else (lambda t: float("nan"))
     return {"name": name, "n": len(latencies), "rate": rate, "p50": pick(0.50), "p99": pick(0.99),
-            "errors": errors}
+            "errors": errors, "server_ms": per(cpu[0]), "database_ms": per(cpu[1]),
+            "client_ms": per(cpu[2])}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(server: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
 
 def run_parallel(jobs: list, work, threads: int):
-    """work(job) -> (status, seconds) for every job on `threads` threads; (latencies, errors, wall)."""
+    """work(job) -> (status, seconds) for every job on `threads` threads; (latencies, errors, wall, (server CPU, client CPU))."""
     latencies, errors, lock = [], [0], threading.Lock()
 
     def one(job):
@@ -105,9 +125,31 @@ def run_parallel(jobs: list, work, threads: int):
                 errors[0] += 1
 
     start = time.perf_counter()
+    cpu_before = cpu_now()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, jobs))
-    return latencies, errors[0], time.perf_counter() - start
+    wall = time.perf_counter() - start
+    return latencies, errors[0], wall, [after - before for after, before in zip(cpu_now(), cpu_before)]
+
+
+#: The processes whose CPU time each phase reports: gunicorn's workers, PostgreSQL's backends.
+WATCHED: dict[str, list[int]] = {"server": [], "database": []}
+
+
+def cpu_now() -> tuple[float, float, float]:
+    """CPU seconds so far of (the server's workers, the database's backends, this client)."""
+    return cpu_seconds(WATCHED["server"]), cpu_seconds(WATCHED["database"]), time.process_time()
+
+
+def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends serving the bench database (the workers' pooled connections)."""
+    if not database_url.startswith("postgresql"):
+        return []
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN) as conn:
+        return [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,))]
 
 
 def prepare_round(env: dict, count: int) -> tuple[int, list[str]]:
@@ -215,9 +257,11 @@ def bench_database(label: str, database_url: str, args, cadres, items) -> None:
     round_id, tokens = prepare_round(env, total)
     port = 18000 + secrets.randbelow(2000)
     server = start_server(env, port, args.server_threads)
+    WATCHED["server"] = worker_pids(server)
     try:
         sessions = open_sessions(port, tokens[:args.threads + args.ballots], args.threads)
         burst = open_sessions(port, tokens[args.threads + args.ballots:], args.threads)
+        WATCHED["database"] = backend_pids(database_url)
         results = measure(port, sessions, burst, args, cadres, items)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -232,10 +276,12 @@ def report(label: str, results: list[dict], stored: tuple[int, int, int], args) 
     kind = f"gthread workers x {args.server_threads} threads" if args.server_threads > 1 else "sync workers"
     print(f"\n== {label}: gunicorn 2 {kind}, {args.threads} client threads, "
           f"mix every {args.mix_every} ballots ==")
-    print(f"{'':18} {'n':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'of bare':>8}")
+    print(f"{'':18} {'n':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'of bare':>8}"
+          f"   CPU ms/req: {'server':>6} {'db':>5} {'client':>6}")
     for r in results:
         print(f"{r['name']:18} {r['n']:>6} {r['rate']:>9.1f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
-              f"{r['errors']:>6} {r['rate'] / bare:>8.1%}")
+              f"{r['errors']:>6} {r['rate'] / bare:>8.1%} {'':>12} {r['server_ms']:>6.2f} "
+              f"{r['database_ms']:>5.2f} {r['client_ms']:>6.2f}")
     burst = results[-1]
     print(f"burst: {burst['n']} phones cast in {burst['wall']:.2f} s with {burst['errors']} errors "
           f"({args.burst_threads} at once)")
