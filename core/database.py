@@ -1,11 +1,20 @@
-"""Connection settings applied to every database connection."""
+"""Connection settings applied to every database connection, and SQLite's queue of writers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import threading
+from collections.abc import Iterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: SQLite's busy handler alone
+    fcntl = None
 
 
 @event.listens_for(Engine, "connect")
@@ -19,3 +28,46 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:
     # Deleted ballot pages are zeroed, so a copied file keeps no old rows.
     cursor.execute("PRAGMA secure_delete = ON")
     cursor.close()
+
+
+class _WriterLock:
+    """One process's place in the queue: a thread lock, then flock on a file beside the database."""
+
+    def __init__(self, path: str):
+        self.path, self.thread_lock, self.fd, self.pid = path, threading.Lock(), None, None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self.thread_lock:
+            if self.pid != os.getpid():  # a forked worker opens its own file description
+                self.fd, self.pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+_WRITER_LOCKS: dict[str, _WriterLock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def sqlite_writer(engine: Engine) -> Iterator[None]:
+    """Wait for the other writers of this SQLite file in line; a no-op on other databases.
+
+    SQLite lets one transaction write at a time. A writer that finds the file locked sleeps in its
+    busy handler (1, 2, 5, 10 ... ms) and tries again, so under a burst of ballots from several
+    worker processes the sleeps, not the work, set the pace. Writers that queue here first wake as
+    soon as the writer before them is done. SQLite's own locking still guarantees correctness;
+    this only orders the waiting. Hold it around a whole write transaction, commit included.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    path = os.path.abspath(database) + ".writers"
+    with _WRITER_LOCKS_GUARD:
+        lock = _WRITER_LOCKS.setdefault(path, _WriterLock(path))
+    with lock.held():
+        yield

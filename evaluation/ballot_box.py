@@ -18,9 +18,11 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, func, insert, select, text, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from core.database import sqlite_writer
 from evaluation.ballot_sheet import ParsedBallot
 from evaluation.errors import PingyiError
 from evaluation.invitations import CODE_ALPHABET
@@ -47,19 +49,6 @@ def today() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
-#: Marks an invitation used only if it is unused, of this round and group, and the round is open.
-_MARK_USED = (
-    update(Invitation.__table__)
-    .where(Invitation.id == bindparam("i"), Invitation.round_id == bindparam("r"),
-           Invitation.group_id == bindparam("g"), Invitation.token_hash == bindparam("t"),
-           Invitation.is_used.is_(False),
-           exists().where(Round.id == bindparam("r"), Round.status == "open"))
-    .values(is_used=True))
-_INSERT_BALLOT = insert(Ballot.__table__)
-_INSERT_RATINGS = insert(Rating.__table__)
-_INSERT_ITEMS = insert(ItemRating.__table__)
-
-
 @dataclass(frozen=True)
 class Cast:
     """A recorded ballot: its receipt, and how many ballots the round holds with it."""
@@ -68,7 +57,26 @@ class Cast:
     count: int
 
 
-_COUNT = select(func.count()).select_from(Ballot.__table__).where(Ballot.round_id == bindparam("r"))
+@dataclass(frozen=True)
+class _NewBallot:
+    """Everything a cast writes, prepared before the transaction starts."""
+
+    id: str
+    receipt: str
+    day: dt.date
+    is_paper: bool
+    is_valid: bool
+    #: (participation id, grade id or None, comment or None)
+    ratings: list[tuple[int, int | None, str | None]]
+    #: (participation id, item id, value)
+    items: list[tuple[int, int, int]]
+
+    @classmethod
+    def of(cls, parsed: ParsedBallot, is_paper: bool, is_valid: bool) -> "_NewBallot":
+        return cls(secrets.token_hex(16), new_receipt(), today(), is_paper, is_valid,
+                   [(pid, grade_id, comment) for pid, grade_id, comment, _items in parsed.answers],
+                   [(pid, item_id, value) for pid, _g, _c, its in parsed.answers
+                    for item_id, value in its])
 
 
 def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: int,
@@ -78,91 +86,126 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
 
     token_hash is the invitation's link hash as the voter received it: a link re-issued since
     (a reminder) voids the old one, and so the session opened with it.
+
+    This is the hot path of a meeting room full of phones, so it speaks to the database driver
+    directly (plain SQL, rows prepared beforehand) inside the session's transaction.
     """
+    new = _NewBallot.of(parsed, is_paper, is_valid=not (invalidate and parsed.suspicious))
+    who = (invitation_id, round_id, group_id, token_hash)
     conn = session.connection()
-    is_valid = not (invalidate and parsed.suspicious)
+    driver = conn.connection.driver_connection
     try:
-        if conn.dialect.name == "postgresql":
-            cast = _cast_in_one_statement(conn, (invitation_id, round_id, group_id, token_hash),
-                                          parsed, is_valid, is_paper)
-        else:
-            used = conn.execute(_MARK_USED, {"i": invitation_id, "r": round_id, "g": group_id,
-                                             "t": token_hash})
-            cast = None
-            if used.rowcount == 1:
-                receipt = _insert_ballot(conn, round_id, group_id, parsed, is_valid, is_paper)
-                cast = Cast(receipt, conn.execute(_COUNT, {"r": round_id}).scalar_one())
-        if cast is None:
+        try:
+            if conn.dialect.name == "postgresql":
+                count = _cast_postgresql(driver, who, new)
+            else:
+                with sqlite_writer(conn.engine):
+                    count = _cast_sqlite(driver, who, new)
+                    if count is not None:
+                        session.commit()  # in the queue: SQLite holds its write lock until here
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _as_sqlalchemy_error(conn, exc) from exc
+        if count is None:
             session.rollback()
             raise CastError(why_refused(session, invitation_id, round_id))
         session.commit()
     except BaseException:
         session.rollback()
         raise
-    return cast
+    return Cast(new.receipt, count)
 
 
-def _insert_ballot(conn, round_id: int, group_id: int, parsed: ParsedBallot, is_valid: bool,
-                   is_paper: bool) -> str:
-    """SQLite's cast after the conditional update: the ballot row, then its ratings (executemany
-    costs no round trips in-process)."""
-    ballot_id, receipt = secrets.token_hex(16), new_receipt()
-    conn.execute(_INSERT_BALLOT, {"id": ballot_id, "round_id": round_id, "group_id": group_id,
-                                  "receipt": receipt, "cast_on": today(), "is_paper": is_paper,
-                                  "is_valid": is_valid})
-    conn.execute(_INSERT_RATINGS, [
-        {"ballot_id": ballot_id, "participation_id": p, "grade_id": g, "comment": c}
-        for p, g, c, _items in parsed.answers])
-    items = [{"ballot_id": ballot_id, "participation_id": p, "item_id": i, "value": v}
-             for p, _g, _c, its in parsed.answers for i, v in its]
-    if items:
-        conn.execute(_INSERT_ITEMS, items)
-    return receipt
+def _as_sqlalchemy_error(conn, exc: Exception) -> DBAPIError:
+    """What SQLAlchemy raises for a driver error (so a locked or lost database still gives its
+    503 page), with no statement or parameters attached; a lost connection is dropped from the
+    pool."""
+    invalidated = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+    if invalidated:
+        conn.invalidate(exc)
+    return DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error,
+                               hide_parameters=True, connection_invalidated=invalidated,
+                               dialect=conn.dialect)
 
 
-#: PostgreSQL: after the round lock, the rest of the cast in one statement and one round trip.
-#: The CTEs mark the invitation used only if it is unused and the round open (exactly one row, or
-#: none), and insert the ballot and its ratings only if it was; foreign keys are checked at the
-#: end of the statement, when the ballot row exists. The lock must be a statement of its own:
-#: a statement's snapshot is taken before it waits, and a mix that commits meanwhile rewrites
-#: the invitation row that an older snapshot would look for.
-_SHARE_ROUND = text("SELECT 1 FROM rounds WHERE id = :r FOR SHARE")
-_PG_CAST = text("""
+_SQLITE_MARK_USED = (
+    "UPDATE invitations SET is_used = 1 WHERE id = ? AND round_id = ? AND group_id = ?"
+    " AND token_hash = ? AND NOT is_used"
+    " AND EXISTS (SELECT 1 FROM rounds WHERE id = ? AND status = 'open')")
+_SQLITE_INSERT_BALLOT = ("INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper,"
+                         " is_valid) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_SQLITE_INSERT_RATING = ("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment)"
+                         " VALUES (?, ?, ?, ?)")
+_SQLITE_INSERT_ITEM = ("INSERT INTO item_ratings (ballot_id, participation_id, item_id, value)"
+                       " VALUES (?, ?, ?, ?)")
+_SQLITE_COUNT = "SELECT count(*) FROM ballots WHERE round_id = ?"
+
+
+def _cast_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
+    """SQLite's cast in the open transaction: the conditional update, then the ballot and its
+    ratings (executemany costs no round trips in-process). The round's ballot count, or None
+    when the update touched no row. Booleans are stored as 0/1 and days as ISO text, as
+    SQLAlchemy stores them."""
+    invitation_id, round_id, group_id, token_hash = who
+    cursor = driver.cursor()
+    try:
+        cursor.execute(_SQLITE_MARK_USED, (invitation_id, round_id, group_id, token_hash, round_id))
+        if cursor.rowcount != 1:
+            return None
+        cursor.execute(_SQLITE_INSERT_BALLOT, (new.id, round_id, group_id, new.receipt,
+                                               new.day.isoformat(), int(new.is_paper),
+                                               int(new.is_valid)))
+        cursor.executemany(_SQLITE_INSERT_RATING, [(new.id, *row) for row in new.ratings])
+        cursor.executemany(_SQLITE_INSERT_ITEM, [(new.id, *row) for row in new.items])
+        return cursor.execute(_SQLITE_COUNT, (round_id,)).fetchone()[0]
+    finally:
+        cursor.close()
+
+
+#: PostgreSQL: the shared lock on the round, then the rest of the cast in one statement. The CTEs
+#: mark the invitation used only if it is unused and the round open (exactly one row, or none),
+#: and insert the ballot and its ratings only if it was; foreign keys are checked at the end of
+#: the statement, when the ballot row exists. The lock must be a statement of its own: a
+#: statement's snapshot is taken before it waits, and a mix that commits meanwhile rewrites the
+#: invitation row that an older snapshot would look for.
+_PG_SHARE_ROUND = "SELECT 1 FROM rounds WHERE id = %(r)s FOR SHARE"
+_PG_CAST = """
 WITH used AS (UPDATE invitations SET is_used = true
-         WHERE id = :i AND round_id = :r AND group_id = :g AND token_hash = :t AND NOT is_used
-           AND EXISTS (SELECT 1 FROM rounds WHERE id = :r AND status = 'open') RETURNING id),
+         WHERE id = %(i)s AND round_id = %(r)s AND group_id = %(g)s AND token_hash = %(t)s
+           AND NOT is_used
+           AND EXISTS (SELECT 1 FROM rounds WHERE id = %(r)s AND status = 'open') RETURNING id),
 ballot AS (INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)
-           SELECT :b, :r, :g, :receipt, :day, :paper, :valid FROM used RETURNING id),
+           SELECT %(b)s, %(r)s, %(g)s, %(receipt)s, %(day)s, %(paper)s, %(valid)s FROM used
+           RETURNING id),
 graded AS (INSERT INTO ratings (ballot_id, participation_id, grade_id, comment)
            SELECT ballot.id, t.p, t.gr, t.c FROM ballot,
-                  unnest(CAST(:p AS integer[]), CAST(:gr AS integer[]), CAST(:c AS text[]))
+                  unnest(CAST(%(p)s AS integer[]), CAST(%(gr)s AS integer[]), CAST(%(c)s AS text[]))
                   AS t(p, gr, c)),
 scored AS (INSERT INTO item_ratings (ballot_id, participation_id, item_id, value)
            SELECT ballot.id, t.p, t.i, t.v FROM ballot,
-                  unnest(CAST(:ip AS integer[]), CAST(:ii AS integer[]), CAST(:iv AS integer[]))
-                  AS t(p, i, v))
-SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id = :r)
-""")
+                  unnest(CAST(%(ip)s AS integer[]), CAST(%(ii)s AS integer[]),
+                         CAST(%(iv)s AS integer[])) AS t(p, i, v))
+SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id = %(r)s)
+"""
 
 
-def _cast_in_one_statement(conn, who: tuple[int, int, int, str], parsed: ParsedBallot,
-                           is_valid: bool, is_paper: bool) -> Cast | None:
-    """PostgreSQL's cast, or None when the conditional update touched no row.
+def _cast_postgresql(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
+    """PostgreSQL's cast, committed: the round's ballot count, or None when the conditional update
+    touched no row (then nothing was written, and the commit released only the round lock).
 
-    who: (invitation id, round id, group id, token hash).
+    The lock, the cast and the commit go to the server in one pipeline, one round trip; the
+    server still runs them one after the other, each statement with a snapshot of its own.
     """
     invitation_id, round_id, group_id, token_hash = who
-    ballot_id, receipt = secrets.token_hex(16), new_receipt()
-    ratings = [(pid, grade_id, comment) for pid, grade_id, comment, _items in parsed.answers]
-    items = [(pid, item_id, value) for pid, _g, _c, its in parsed.answers for item_id, value in its]
-    conn.execute(_SHARE_ROUND, {"r": round_id})
-    used, before = conn.execute(_PG_CAST, {
-        "i": invitation_id, "r": round_id, "g": group_id, "t": token_hash, "b": ballot_id,
-        "receipt": receipt,
-        "day": today(), "paper": is_paper, "valid": is_valid,
-        **_columns(ratings, "p", "gr", "c"), **_columns(items, "ip", "ii", "iv")}).one()
+    with driver.pipeline():
+        driver.execute(_PG_SHARE_ROUND, {"r": round_id})
+        cursor = driver.execute(_PG_CAST, {
+            "i": invitation_id, "r": round_id, "g": group_id, "t": token_hash, "b": new.id,
+            "receipt": new.receipt, "day": new.day, "paper": new.is_paper, "valid": new.is_valid,
+            **_columns(new.ratings, "p", "gr", "c"), **_columns(new.items, "ip", "ii", "iv")})
+        driver.commit()
+    used, before = cursor.fetchone()
     # The statement's snapshot does not see its own insert: the round holds `before` + 1.
-    return Cast(receipt, before + 1) if used == 1 else None
+    return before + 1 if used == 1 else None
 
 
 def _columns(rows: list[tuple], *names: str) -> dict[str, list]:
