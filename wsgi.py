@@ -93,11 +93,16 @@ def _engine_options(config: Config) -> dict:
 
     hide_parameters: an error while casting must not write a ballot's values (or the invitation
     id beside them) into a log line.
+
+    PostgreSQL: no ping before each request (it costs a round trip on every page and ballot).
+    A connection lost to a server restart fails one request with the 503 "try again" page, in
+    which nothing is stored, and the pool is thrown away; connections are also renewed after
+    half an hour, before a firewall's idle timeout can cut them.
     """
     if config.database_url.startswith("sqlite"):
         return {"connect_args": {"timeout": config.sqlite_busy_timeout_ms / 1000},
                 "hide_parameters": True}
-    return {"pool_pre_ping": True, "hide_parameters": True}
+    return {"pool_recycle": 1800, "hide_parameters": True}
 
 
 def _init_extensions(app: Flask) -> None:

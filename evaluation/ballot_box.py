@@ -117,11 +117,12 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
 
 def _as_sqlalchemy_error(conn, exc: Exception) -> DBAPIError:
     """What SQLAlchemy raises for a driver error (so a locked or lost database still gives its
-    503 page), with no statement or parameters attached; a lost connection is dropped from the
-    pool."""
+    503 page), with no statement or parameters attached; a lost connection is dropped, and the
+    pool with it."""
     invalidated = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
-    if invalidated:
+    if invalidated:  # as SQLAlchemy does: this connection and the rest of the pool are stale
         conn.invalidate(exc)
+        conn.engine.dispose(close=False)
     return DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error,
                                hide_parameters=True, connection_invalidated=invalidated,
                                dialect=conn.dialect)
@@ -240,23 +241,30 @@ def mix_round(session: Session, round_id: int, full: bool = True) -> None:
     """Rewrite the round's rows in random order in this transaction (PostgreSQL; the caller commits).
 
     A cast marks its invitation used in the same transaction that inserts the ballot, so on
-    PostgreSQL both carry the same xmin. Rewriting every invitation of the round (cheap: one row
-    each) gives them all this transaction's xmin and a random place on disk, so no join on xmin or
-    on physical order links a ballot to an invitation. `full` (at close) rewrites the ballot rows
-    too, so that neither their xmin nor their order says anything about the order of casting.
+    PostgreSQL both carry the same xmin, and the new row versions of used invitations pile up in
+    the order of casting. Rewriting every used invitation in random order gives them all this
+    transaction's xmin and a random place among each other, so no join on xmin or on physical
+    order links a ballot to an invitation. Unused invitations are left alone: no cast has written
+    them, so they hold nothing to hide, and the cost follows the ballots cast rather than the
+    links issued. `full` (at close) rewrites every invitation and the ballot rows too, so that
+    neither their xmin nor their order says anything about the order of casting.
     SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR UPDATE"), {"r": round_id})
-    tables = MIXED_TABLES if full else MIXED_TABLES[3:]
-    for table, where in tables:
+    if not full:  # one statement: all rows are deleted before the sort hands out the first
+        session.execute(text("WITH gone AS (DELETE FROM invitations WHERE round_id = :r AND is_used"
+                             " RETURNING *) INSERT INTO invitations SELECT * FROM gone"
+                             " ORDER BY random()"), {"r": round_id})
+        return
+    for table, where in MIXED_TABLES:
         session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
-    if full:  # ratings and item ratings go with their ballots (ON DELETE CASCADE)
-        session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
+    # ratings and item ratings go with their ballots (ON DELETE CASCADE)
+    session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
     session.execute(text("DELETE FROM invitations WHERE round_id = :r"), {"r": round_id})
-    for table, _where in tables:
+    for table, _where in MIXED_TABLES:
         session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
 
 

@@ -164,18 +164,41 @@ def test_xmin_join_links_nothing_after_close(app, session, make_round, issue):
 
 def test_mix_every_n_ballots_while_open(app, session, make_round, issue):
     round_ = make_round("open")
-    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=5)
-    cast_many(app, round_, issue, 5)
+    n = 40
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=n)
+    issue(round_, "peer", 5)  # links nobody uses: no cast writes them, the mix leaves them be
+    links, _receipts = cast_many(app, round_, issue, n)
     if session.get_bind().dialect.name == "sqlite":
         # the write-ahead log holds pages in commit order: the mix step empties it
         wal = Path(session.get_bind().url.database + "-wal")
         assert not wal.exists() or wal.stat().st_size == 0
         return
-    invitation_xmins = session.execute(text(
-        "SELECT DISTINCT xmin::text FROM invitations WHERE round_id = :r"), {"r": round_.id}).scalars().all()
-    assert len(invitation_xmins) == 1  # every invitation rewritten by one mix transaction
+    used = session.execute(text(
+        "SELECT id, xmin::text FROM invitations WHERE round_id = :r AND is_used ORDER BY ctid"),
+        {"r": round_.id}).all()
+    assert len({xmin for _id, xmin in used}) == 1  # every used invitation rewritten by one mix
     linked = session.scalar(text("SELECT count(*) FROM ballots b JOIN invitations i ON i.xmin = b.xmin"))
     assert linked == 0
+    # on disk, used invitations no longer lie in the order they were used
+    cast_order = {link.invitation_id: k for k, link in enumerate(links)}
+    assert sorted(cast_order[i] for i, _x in used) == list(range(n))
+    assert correlation([cast_order[i] for i, _x in used]) < 0.5
+
+
+def test_invitation_order_before_a_mix_follows_casting(app, session, make_round, issue):
+    """The leak the mix closes is real (PostgreSQL), so the test above can see it."""
+    round_ = make_round("open")
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
+    links, _receipts = cast_many(app, round_, issue, 12)
+    if session.get_bind().dialect.name == "sqlite":
+        with pytest.raises(Exception, match="ctid"):
+            session.execute(text("SELECT ctid FROM invitations"))
+        return
+    used = session.execute(text(
+        "SELECT id FROM invitations WHERE round_id = :r AND is_used ORDER BY ctid"),
+        {"r": round_.id}).scalars().all()
+    cast_order = {link.invitation_id: k for k, link in enumerate(links)}
+    assert correlation([cast_order[i] for i in used]) > 0.9
 
 
 def test_bulletin_lists_receipts_count_seal_and_fingerprint(app, client, session, make_round, issue):

@@ -33,6 +33,37 @@ def test_locked_sqlite_gives_503_then_recovers(app, config, make_round, issue):
     assert phone.post("/ballot", data=data).status_code == 302  # nothing was stored the first time
 
 
+def test_lost_postgresql_connections_give_one_503_then_recover(app, config, session, make_round,
+                                                                issue):
+    """A server restart cuts the pooled connections: the next ballot gets "try again" and is not
+    stored; the retry casts it, once."""
+    if not config.database_url.startswith("postgresql"):
+        assert config.database_url.startswith("sqlite")  # no connections to lose
+        return
+    import psycopg
+    from sqlalchemy import func, select
+
+    from evaluation.models import Ballot
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    phone = app.test_client()
+    phone.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    assert phone.get(link_path(link)).status_code == 302
+    data = {**full_ballot(round_), "csrf_token": csrf_token(phone)}
+    session.close()
+    url = config.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as admin:
+        cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                            ).fetchone()[0]
+    assert cut >= 1
+    first = phone.post("/ballot", data=data)
+    assert first.status_code == 503
+    assert "Try again in a moment" in first.get_data(as_text=True)
+    assert phone.post("/ballot", data=data).status_code == 302
+    assert session.scalar(select(func.count()).select_from(Ballot)) == 1
+
+
 def test_unreachable_database_gives_503(tmp_path):
     config = Config.from_env({}, instance_path=tmp_path, testing=True,
                              database_url="postgresql://postgres@127.0.0.1:9/none")
