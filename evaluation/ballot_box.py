@@ -282,9 +282,10 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
             for table, _where in MIXED_TABLES if full else MIXED_TABLES[3:]:
                 conn.execute(text(f"VACUUM {'FULL ' if full else ''}{table}"))
         elif engine.dialect.name == "sqlite":
-            if full:
-                conn.exec_driver_sql("VACUUM")
-            _checkpoint(conn, attempts=20 if full else 1)
+            with sqlite_writer(engine):  # casts wait in line rather than in the busy handler
+                if full:
+                    conn.exec_driver_sql("VACUUM")
+                _checkpoint(conn, attempts=20 if full else 1)
 
 
 def _checkpoint(conn, attempts: int) -> None:

@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from core.signing import BadLinkError, LinkSigner
@@ -95,6 +95,10 @@ def group_of(round_: Round, group_key: str) -> RaterGroup:
     return group
 
 
+#: Issuing this many links at once refreshes PostgreSQL's statistics of the invitations table.
+ANALYZE_AFTER = 100
+
+
 def issue_links(session: Session, round_: Round, group_key: str, count: int, keys: Keys,
                 actor: str, emails: list[str] | None = None) -> list[IssuedLink]:
     """Create invitations for a group and return their links (secrets are not kept); commits."""
@@ -116,6 +120,11 @@ def issue_links(session: Session, round_: Round, group_key: str, count: int, key
     audit.record(session, actor, "links.issue", round_.id, group=group.key, count=count,
                  by_email=bool(emails))
     session.commit()
+    if count >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":
+        # Fresh statistics: without them the planner may find a ballot's invitation through
+        # the round's index, reading every link of the round, until autovacuum catches up.
+        session.execute(text("ANALYZE invitations"))
+        session.commit()
     return [IssuedLink(inv.id, keys.signer.dumps(round_.id, secret), code, inv.email)
             for inv, secret, code in issued]
 

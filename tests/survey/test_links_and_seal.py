@@ -171,3 +171,22 @@ def test_reissued_link_voids_a_session_opened_with_the_old_one(app, client, post
     assert voter.get(link_path(new)).status_code == 302
     assert voter.post("/ballot", data={**full_ballot(round_), "csrf_token": csrf_token(voter)}
                       ).status_code == 302
+
+
+def test_a_cast_finds_its_invitation_by_key_right_after_a_large_issue(session, make_round, issue):
+    """PostgreSQL: issuing many links refreshes the statistics, so casting does not read every
+    link of the round to find one (the plan before autovacuum's first visit)."""
+    round_ = make_round("open")
+    links = issue(round_, "public", 300)
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite plans by its indexes alone: nothing to refresh
+    from sqlalchemy import text
+    from evaluation.ballot_box import _PG_CAST
+    plan = "\n".join(session.execute(text(
+        "EXPLAIN UPDATE invitations SET is_used = true WHERE id = :i AND round_id = :r "
+        "AND group_id = :g AND token_hash = :t AND NOT is_used"),
+        {"i": links[0].invitation_id, "r": round_.id, "t": "x" * 64,
+         "g": next(g.id for g in round_.groups if g.key == "public")}
+    ).scalars())
+    assert "pk_invitations" in plan or "uq_invitations_token_hash" in plan, plan
+    assert "WHERE id = %(i)s AND round_id = %(r)s" in " ".join(_PG_CAST.split())
