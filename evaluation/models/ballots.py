@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, String, Text, UniqueConstraint, true as sa_true
+from sqlalchemy import (
+    CheckConstraint, Date, ForeignKey, ForeignKeyConstraint, String, Text, UniqueConstraint,
+    true as sa_true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import db
@@ -22,7 +25,8 @@ class Invitation(db.Model):
     __table_args__ = (UniqueConstraint("round_id", "email"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
+    #: Found through the (round_id, email) index: one index fewer to rewrite at every mix.
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"))
     group_id: Mapped[int] = mapped_column(ForeignKey("rater_groups.id"), index=True)
     #: Keyed hash of the link secret; the secret itself is never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -69,17 +73,21 @@ class Rating(db.Model):
 
 
 class ItemRating(db.Model):
-    """One item score a ballot gives one cadre."""
+    """One item score a ballot gives one cadre: it belongs to that cadre's rating on the ballot.
+
+    One composite foreign key to the rating (rather than one to the ballot and one to the
+    participation) says more and costs PostgreSQL one check per score fewer when a ballot is cast.
+    """
 
     __tablename__ = "item_ratings"
     __table_args__ = (
         CheckConstraint("value >= 0", name="value"),
+        ForeignKeyConstraint(["ballot_id", "participation_id"],
+                             ["ratings.ballot_id", "ratings.participation_id"], ondelete="CASCADE"),
         {"sqlite_with_rowid": False},
     )
 
-    ballot_id: Mapped[str] = mapped_column(
-        ForeignKey("ballots.id", ondelete="CASCADE"), primary_key=True)
-    participation_id: Mapped[int] = mapped_column(
-        ForeignKey("participations.id", ondelete="CASCADE"), primary_key=True)
+    ballot_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    participation_id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     value: Mapped[int]

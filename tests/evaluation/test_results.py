@@ -108,7 +108,7 @@ def _insert_ballots(session, round_) -> dict[str, str]:
     grades = {g.key: g for g in round_.grades}
     noise = np.random.default_rng(2026).integers(-1, 2, size=(len(BALLOTS), 12, 5))
     noise[15] = noise[16] = noise[14]  # the cluster is identical, items included
-    receipts, rows = {}, []
+    receipts, rows, scores = {}, [], []
     for b, (name, group, letters, shift) in enumerate(BALLOTS):
         ballot = _ballot(round_, groups[group])
         receipts[name] = ballot.receipt
@@ -120,8 +120,8 @@ def _insert_ballots(session, round_) -> dict[str, str]:
                 continue
             for i, item in enumerate(round_.items):
                 value = 7 if shift is None else ITEM_BASE[letter] + shift + int(noise[b, c, i])
-                rows.append(ItemRating(ballot_id=ballot.id, participation_id=p.id,
-                                       item_id=item.id, value=min(10, max(1, value))))
+                scores.append(ItemRating(ballot_id=ballot.id, participation_id=p.id,
+                                         item_id=item.id, value=min(10, max(1, value))))
     invalid = _ballot(round_, groups["peer"], is_valid=False)  # all Incompetent, never counted
     rows.append(invalid)
     rows += [Rating(ballot_id=invalid.id, participation_id=p.id, grade_id=grades["incompetent"].id)
@@ -131,6 +131,8 @@ def _insert_ballots(session, round_) -> dict[str, str]:
                         is_used=False, issued_on=dt.date(2026, 1, 5))
              for key, n in INVITED.items() for _ in range(n)]
     session.add_all(rows)
+    session.flush()  # an item score hangs on its rating: the ratings go in first
+    session.add_all(scores)
     session.commit()
     return receipts
 
