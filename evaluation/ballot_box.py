@@ -102,7 +102,7 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
                 with sqlite_writer(conn.engine):
                     count = _cast_sqlite(driver, who, new)
                     if count is not None:
-                        session.commit()  # in the queue: SQLite holds its write lock until here
+                        driver.commit()  # in the queue: SQLite holds its write lock until here
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _as_sqlalchemy_error(conn, exc) from exc
         if count is None:
