@@ -271,16 +271,20 @@ def mix_round(session: Session, round_id: int, full: bool = True) -> None:
 def vacuum_after_mix(session: Session, full: bool = False) -> None:
     """Clear old row versions after a mix, outside any transaction.
 
-    PostgreSQL: VACUUM (FULL at close: the tables are rewritten into new files). SQLite: VACUUM
+    PostgreSQL: VACUUM of the invitations while open (their old versions carry the casts' xmin),
+    VACUUM FULL of every mixed table at close (rewritten into new files). SQLite: VACUUM
     rebuilds the file at close (secure_delete zeroes freed pages anyway), and the WAL, which holds
     pages in commit order, is checkpointed and truncated.
     """
     session.commit()  # end whatever transaction the session holds
     engine = session.get_bind()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if engine.dialect.name == "postgresql":
-            for table, _where in MIXED_TABLES if full else MIXED_TABLES[3:]:
-                conn.execute(text(f"VACUUM {'FULL ' if full else ''}{table}"))
+        if engine.dialect.name == "postgresql" and full:
+            for table, _where in MIXED_TABLES:
+                conn.execute(text(f"VACUUM FULL {table}"))
+        elif engine.dialect.name == "postgresql":
+            # Casts go on meanwhile; an autovacuum already at work is left to finish the job.
+            conn.execute(text("VACUUM (SKIP_LOCKED) invitations"))
         elif engine.dialect.name == "sqlite":
             with sqlite_writer(engine):  # casts wait in line rather than in the busy handler
                 if full:
@@ -303,10 +307,7 @@ def maybe_mix(session: Session, round_id: int, every: int, count: int) -> bool:
         return False
     mix_round(session, round_id, full=False)
     session.commit()
-    # No VACUUM here: it can stall behind autovacuum, and only VACUUM FULL (at close) rewrites
-    # the files anyway. SQLite's write-ahead log, which keeps pages in commit order, is emptied.
-    if session.get_bind().dialect.name == "sqlite":
-        vacuum_after_mix(session)
+    vacuum_after_mix(session)
     return True
 
 
