@@ -160,7 +160,10 @@ def prepare_round(env: dict, count: int) -> tuple[int, list[str]]:
     flask("db", "upgrade")
     round_id = int(flask("round", "create", "--from", "examples/round.json").stdout)
     flask("round", "open", str(round_id))
-    lines = flask("links", str(round_id), "--group", "public", "--count", str(count)).stdout.splitlines()
+    lines = []
+    for start in range(0, count, 2000):  # the links command issues at most 2,000 at a time
+        lines += flask("links", str(round_id), "--group", "public", "--count",
+                       str(min(2000, count - start))).stdout.splitlines()
     return round_id, [line.split("\t")[0].split("/v/", 1)[1] for line in lines]
 
 
