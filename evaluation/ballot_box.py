@@ -88,7 +88,8 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
     (a reminder) voids the old one, and so the session opened with it.
 
     This is the hot path of a meeting room full of phones, so it speaks to the database driver
-    directly (plain SQL, rows prepared beforehand) inside the session's transaction.
+    directly (plain SQL, rows prepared beforehand) on the session's connection and commits
+    there; the session must hold no pending changes of its own.
     """
     new = _NewBallot.of(parsed, is_paper, is_valid=not (invalidate and parsed.suspicious))
     who = (invitation_id, round_id, group_id, token_hash)
@@ -99,10 +100,7 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
             if conn.dialect.name == "postgresql":
                 count = _cast_postgresql(driver, who, new)
             else:
-                with sqlite_writer(conn.engine):
-                    count = _cast_sqlite(driver, who, new)
-                    if count is not None:
-                        driver.commit()  # in the queue: SQLite holds its write lock until here
+                count = _cast_sqlite(conn.engine, driver, who, new)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _as_sqlalchemy_error(conn, exc) from exc
         if count is None:
@@ -141,11 +139,22 @@ _SQLITE_INSERT_ITEM = ("INSERT INTO item_ratings (ballot_id, participation_id, i
 _SQLITE_COUNT = "SELECT count(*) FROM ballots WHERE round_id = ?"
 
 
-def _cast_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
-    """SQLite's cast in the open transaction: the conditional update, then the ballot and its
-    ratings (executemany costs no round trips in-process). The round's ballot count, or None
-    when the update touched no row. Booleans are stored as 0/1 and days as ISO text, as
-    SQLAlchemy stores them."""
+def _cast_sqlite(engine, driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
+    """SQLite's cast, committed, in the writers' queue: the round's ballot count, or None when the
+    conditional update touched no row (then it is rolled back). SQLite holds its write lock from
+    the update to the end of the transaction, so both happen before leaving the queue."""
+    count = None
+    with sqlite_writer(engine):
+        try:
+            count = _write_sqlite(driver, who, new)
+        finally:
+            (driver.rollback if count is None else driver.commit)()
+    return count
+
+
+def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
+    """The conditional update, then the ballot and its ratings (executemany costs no round trips
+    in-process). Booleans are stored as 0/1 and days as ISO text, as SQLAlchemy stores them."""
     invitation_id, round_id, group_id, token_hash = who
     cursor = driver.cursor()
     try:
