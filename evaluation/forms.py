@@ -144,3 +144,17 @@ class SlipsForm(FlaskForm):
     group = SelectField(_l("Rater group"), choices=[])
     count = IntegerField(_l("Number of slips"), default=10,
                          validators=[DataRequired(), NumberRange(min=1, max=500)])
+
+
+class InviteForm(FlaskForm):
+    """A group and a CSV or XLSX file of e-mail addresses to send ballot links to."""
+
+    # Own ids: the round page shows this form beside the slips form, which has a `group` too.
+    group = SelectField(_l("Rater group"), choices=[], id="invite-group")
+    file = FileField(_l("Addresses (CSV or XLSX)"), id="invite-file", validators=[
+        FileRequired(_l("Choose a file")), FileAllowed(["csv", "xlsx"], _l("A .csv or .xlsx file"))])
+
+
+def group_choices(round_) -> list[SelectChoice]:
+    """The round's rater groups as choices of a group select, labelled in both languages."""
+    return [SelectChoice(g.key, f"{g.label_zh} / {g.label_en}") for g in round_.groups]

@@ -13,7 +13,7 @@ from evaluation import rounds as use
 from evaluation.audit import entries_for_round
 from evaluation.definitions import export_spec
 from evaluation.errors import PingyiError
-from evaluation.forms import ActionForm, NewRoundForm, SlipsForm
+from evaluation.forms import ActionForm, InviteForm, NewRoundForm, SlipsForm, group_choices
 from evaluation.invitations import turnout
 from evaluation.specs import SpecError, load_spec, validate_spec
 from evaluation.views.access import actor, round_or_404
@@ -60,12 +60,14 @@ def show_round(round_id: int):
     """Show a round: definition, state, fingerprint, audit log and the lifecycle buttons."""
     round_ = round_or_404(round_id)
     slips_form = SlipsForm()
-    slips_form.group.choices = [SelectChoice(g.key, f"{g.label_zh} / {g.label_en}") for g in round_.groups]
+    slips_form.group.choices = group_choices(round_)
+    invite_form = InviteForm()
+    invite_form.group.choices = slips_form.group.choices
     return render_template(
         "evaluation/round.html", round=round_, spec=export_spec(round_), form=ActionForm(),
         problems=use.readiness_problems(round_) if round_.is_draft else [],
         log=entries_for_round(db.session, round_.id), slips_form=slips_form,
-        turnout=turnout(db.session, round_))
+        invite_form=invite_form, turnout=turnout(db.session, round_))
 
 
 def transition_round(round_id: int, action: str):

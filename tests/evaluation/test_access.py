@@ -58,7 +58,8 @@ def test_analyst_is_refused_every_write(app, client, sign_in, post, make_round, 
     writes = [r for r in staff_rules(app) if app.view_functions[r.endpoint].access == "write"]
     assert {r.endpoint for r in writes} >= {
         "evaluation.new_round", "evaluation.transition_round", "evaluation.edit_settings",
-        "evaluation.edit_list", "evaluation.edit_questionnaire", "evaluation.import_cadres"}
+        "evaluation.edit_list", "evaluation.edit_questionnaire", "evaluation.import_cadres",
+        "evaluation.make_slips", "evaluation.send_invitations", "evaluation.send_reminders"}
     for rule in writes:
         for path in concrete_paths(rule, round_.id):
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):

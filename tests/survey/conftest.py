@@ -1,10 +1,15 @@
-"""Fixtures for the voting side: issued links and a helper that fills in a whole ballot."""
+"""Fixtures for the voting side: issued links, a helper that fills in a whole ballot, and a
+real SMTP server on loopback (aiosmtpd) with an address file for it."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
+import socket
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from evaluation.invitations import issue_links
 
@@ -52,3 +57,54 @@ def vote(client, post):
         assert opened.status_code == 302, opened.status_code
         return post("/ballot", data)
     return do
+
+
+REFUSED = "refused@example.org"
+LINK_RE = re.compile(r"http://127\.0\.0\.1:5000(/v/\S+)")
+
+
+class Inbox:
+    """An SMTP handler that keeps every message and refuses one address."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address == REFUSED:
+            return "550 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 Message accepted for delivery"
+
+    def links_for(self, address):
+        return [LINK_RE.search(m.get_content()).group(1)
+                for m in self.messages if m["To"] == address]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def inbox(app):
+    """A real SMTP server on loopback, and the app set to send through it."""
+    handler, port = Inbox(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mail_server="127.0.0.1", mail_port=port)
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture
+def addresses(tmp_path):
+    """A CSV of addresses: two good (one twice, one in capitals), one malformed, one refused."""
+    path = tmp_path / "people.csv"
+    path.write_text("name,email\n甲,a@example.org\n乙,B@Example.org\n丙,not-an-address\n"
+                    f"丁,{REFUSED}\n戊,a@example.org\n", encoding="utf-8")
+    return path
