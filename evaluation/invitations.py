@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from core.signing import BadLinkError, LinkSigner
@@ -145,26 +145,40 @@ def remint(session: Session, invitation: Invitation, keys: Keys) -> IssuedLink |
                       invitation.email)
 
 
-def find_by_token(session: Session, token: str, keys: Keys) -> Invitation:
-    """The invitation of a genuine link; BadLinkError before any query for a forged one."""
+_INVITATIONS, _ROUNDS = Invitation.__table__, Round.__table__
+#: What entering with a link or code needs: the invitation and the state of its round. Core
+#: statements, in one query: every voter's first request asks one.
+_ENTRY = (select(_INVITATIONS.c.id, _INVITATIONS.c.round_id, _INVITATIONS.c.group_id,
+                 _INVITATIONS.c.token_hash, _INVITATIONS.c.is_used, _ROUNDS.c.status,
+                 _ROUNDS.c.fingerprint)
+          .join(_ROUNDS, _ROUNDS.c.id == _INVITATIONS.c.round_id))
+_BY_TOKEN = _ENTRY.where(_INVITATIONS.c.token_hash == bindparam("t"),
+                         _INVITATIONS.c.round_id == bindparam("r"))
+_BY_CODE = _ENTRY.where(_INVITATIONS.c.code_hash.in_(bindparam("codes", expanding=True)))
+
+
+def find_by_token(session: Session, token: str, keys: Keys):
+    """The invitation of a genuine link with its round's state (a row: id, round_id, group_id,
+    token_hash, is_used, status, fingerprint); BadLinkError before any query for a forged one."""
     payload = keys.signer.loads(token)
-    invitation = session.scalar(select(Invitation).where(
-        Invitation.token_hash == token_digest(payload.secret), Invitation.round_id == payload.round_id))
-    if invitation is None:
+    row = session.connection().execute(_BY_TOKEN, {"t": token_digest(payload.secret),
+                                                   "r": payload.round_id}).first()
+    if row is None:
         raise UnknownLinkError("no invitation for this link")
-    return invitation
+    return row
 
 
-def find_by_code(session: Session, text: str, keys: Keys) -> Invitation:
-    """The invitation of a short code (any current or fallback key); UnknownLinkError if none."""
+def find_by_code(session: Session, text: str, keys: Keys):
+    """The invitation of a short code (any current or fallback key), as find_by_token gives it;
+    UnknownLinkError if none."""
     code = normalise_code(text)
     if code is None:
         raise UnknownLinkError("not a code")
     digests = [code_digest(code, key) for key in keys.secret_keys]
-    invitation = session.scalar(select(Invitation).where(Invitation.code_hash.in_(digests)))
-    if invitation is None:
+    row = session.connection().execute(_BY_CODE, {"codes": digests}).first()
+    if row is None:
         raise UnknownLinkError("no invitation for this code")
-    return invitation
+    return row
 
 
 def turnout(session: Session, round_: Round) -> list[dict]:

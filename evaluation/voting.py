@@ -58,14 +58,13 @@ def _state_of(invitation_used: bool, status: str) -> str | None:
     return None
 
 
-def _ticket(session: Session, invitation: Invitation) -> Ticket:
-    status, fingerprint = session.execute(
-        select(Round.status, Round.fingerprint).where(Round.id == invitation.round_id)).one()
-    refusal = _state_of(invitation.is_used, status)
+def _ticket(session: Session, entry) -> Ticket:
+    """The ticket for an invitation found with its round's state (see find_by_token)."""
+    session.rollback()
+    refusal = _state_of(entry.is_used, entry.status)
     if refusal:
         raise CastError(refusal)
-    return Ticket(invitation.id, invitation.round_id, invitation.group_id, fingerprint,
-                  invitation.token_hash)
+    return Ticket(entry.id, entry.round_id, entry.group_id, entry.fingerprint, entry.token_hash)
 
 
 def enter_with_link(session: Session, token: str, keys: Keys) -> Ticket:
