@@ -88,14 +88,13 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
     (a reminder) voids the old one, and so the session opened with it.
 
     This is the hot path of a meeting room full of phones, so it speaks to the database driver
-    directly (plain SQL, rows prepared beforehand) on the session's connection and commits
-    there; the session must hold no pending changes of its own.
+    directly (plain SQL, rows prepared beforehand) on a pooled connection of its own, and commits
+    there: whatever the session has open is neither committed nor rolled back by a cast.
     """
     new = _NewBallot.of(parsed, is_paper, is_valid=not (invalidate and parsed.suspicious))
     who = (invitation_id, round_id, group_id, token_hash)
-    conn = session.connection()
-    driver = conn.connection.driver_connection
-    try:
+    with session.get_bind().connect() as conn:  # back to the pool rolled back, whatever happens
+        driver = conn.connection.driver_connection
         try:
             if conn.dialect.name == "postgresql":
                 count = _cast_postgresql(driver, who, new)
@@ -103,13 +102,8 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
                 count = _cast_sqlite(conn.engine, driver, who, new)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _as_sqlalchemy_error(conn, exc) from exc
-        if count is None:
-            session.rollback()
-            raise CastError(why_refused(session, invitation_id, round_id))
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    if count is None:
+        raise CastError(why_refused(session, invitation_id, round_id))
     return Cast(new.receipt, count)
 
 

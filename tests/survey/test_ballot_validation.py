@@ -208,3 +208,36 @@ def test_long_chinese_comments_and_crlf_line_breaks_fit(client, post, session, m
         data[f"comment-{p.cadre.key}"] = ("评" * 249 + "\r\n") * 2
     assert post("/ballot", data).status_code == 302
     assert stored(session) == (1, 1)
+
+
+def test_a_cast_leaves_the_callers_transaction_alone(app, session, make_round, issue, keys):
+    """The ballot box commits on a connection of its own: work the caller has open is neither
+    committed nor rolled back by it (PostgreSQL: an uncommitted write; SQLite, one writer at a
+    time: an open read)."""
+    from werkzeug.datastructures import MultiDict
+    from sqlalchemy import func, select, update
+
+    from evaluation.ballot_box import cast_ballot
+    from evaluation.ballot_sheet import parse_ballot
+    from evaluation.models import Ballot, Invitation
+    from evaluation.voting import enter_with_link, sheet_for
+    from tests.survey.conftest import full_ballot
+
+    round_ = make_round("open")
+    link, other = issue(round_, count=2)
+    with app.app_context():
+        ticket = enter_with_link(session, link.token, keys)
+        parsed = parse_ballot(sheet_for(session, ticket), MultiDict(full_ballot(round_)))
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(update(Invitation).where(Invitation.id == other.invitation_id)
+                            .values(email="pending@example.org"))
+        else:
+            session.scalar(select(Invitation.email).where(Invitation.id == other.invitation_id))
+        assert session.in_transaction()
+        cast = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
+                           invalidate=False, token_hash=ticket.token_hash)
+        assert session.in_transaction()  # still the caller's to end
+        session.rollback()
+    assert cast.receipt and cast.count == 1
+    assert session.scalar(select(Invitation.email).where(Invitation.id == other.invitation_id)) is None
+    assert session.scalar(select(func.count()).select_from(Ballot)) == 1
