@@ -96,13 +96,16 @@ def _engine_options(config: Config) -> dict:
 
     PostgreSQL: no ping before each request (it costs a round trip on every page and ballot).
     A connection lost to a server restart fails one request with the 503 "try again" page, in
-    which nothing is stored, and the pool is thrown away; connections are also renewed after
-    half an hour, before a firewall's idle timeout can cut them.
+    which nothing is stored, and the pool is thrown away. TCP keepalives every minute keep idle
+    pooled connections alive through firewalls and NAT that drop quiet ones, and connections
+    are renewed after half an hour.
     """
     if config.database_url.startswith("sqlite"):
         return {"connect_args": {"timeout": config.sqlite_busy_timeout_ms / 1000},
                 "hide_parameters": True}
-    return {"pool_recycle": 1800, "hide_parameters": True}
+    return {"pool_recycle": 1800, "hide_parameters": True,
+            "connect_args": {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10,
+                             "keepalives_count": 3}}
 
 
 def _init_extensions(app: Flask) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -33,14 +34,35 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:
 class _WriterLock:
     """One process's place in the queue: a thread lock, then flock on a file beside the database."""
 
-    def __init__(self, path: str):
-        self.path, self.thread_lock, self.fd, self.pid = path, threading.Lock(), None, None
+    def __init__(self, path: str, database: str):
+        self.path, self.database = path, database
+        self.thread_lock, self.fd, self.pid = threading.Lock(), None, None
+
+    def _open(self) -> int | None:
+        """The lock file, made like SQLite makes its -wal and -shm files: the database file's
+        permissions and, when root makes it, its owner. None if it cannot be opened."""
+        try:
+            try:
+                db_stat = os.stat(self.database)
+            except FileNotFoundError:  # SQLite makes the database on first write
+                db_stat = None
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT,
+                         db_stat.st_mode & 0o666 if db_stat else 0o644)
+            if db_stat and os.geteuid() == 0:
+                os.fchown(fd, db_stat.st_uid, db_stat.st_gid)
+            return fd
+        except OSError as exc:
+            logging.getLogger("pingyi").warning("SQLite writers' queue off: %s", exc)
+            return None
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         with self.thread_lock:
             if self.pid != os.getpid():  # a forked worker opens its own file description
-                self.fd, self.pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+                self.fd, self.pid = self._open(), os.getpid()
+            if self.fd is None:  # the queue only orders the waiting: go without it
+                yield
+                return
             fcntl.flock(self.fd, fcntl.LOCK_EX)
             try:
                 yield
@@ -66,8 +88,9 @@ def sqlite_writer(engine: Engine) -> Iterator[None]:
     if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
         yield
         return
-    path = os.path.abspath(database) + ".writers"
+    database = os.path.abspath(database)
+    path = database + ".writers"
     with _WRITER_LOCKS_GUARD:
-        lock = _WRITER_LOCKS.setdefault(path, _WriterLock(path))
+        lock = _WRITER_LOCKS.setdefault(path, _WriterLock(path, database))
     with lock.held():
         yield

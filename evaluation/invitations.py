@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.signing import BadLinkError, LinkSigner
@@ -123,8 +125,13 @@ def issue_links(session: Session, round_: Round, group_key: str, count: int, key
     if count >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":
         # Fresh statistics: without them the planner may find a ballot's invitation through
         # the round's index, reading every link of the round, until autovacuum catches up.
-        session.execute(text("ANALYZE invitations"))
-        session.commit()
+        try:
+            session.execute(text("ANALYZE invitations"))
+            session.commit()
+        except SQLAlchemyError as exc:  # the links exist: never lose them to the statistics
+            session.rollback()
+            logging.getLogger("pingyi").warning("ANALYZE invitations skipped: %s",
+                                                type(exc).__name__)
     return [IssuedLink(inv.id, keys.signer.dumps(round_.id, secret), code, inv.email)
             for inv, secret, code in issued]
 

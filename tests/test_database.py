@@ -57,3 +57,28 @@ def test_no_queue_for_memory_databases_or_postgresql(tmp_path):
         with sqlite_writer(create_engine(url)):
             pass
     assert not list(tmp_path.iterdir())
+
+
+def test_a_lock_file_that_cannot_be_opened_turns_the_queue_off(tmp_path, caplog):
+    """The queue only orders the waiting: writers go on without it, and the log says why."""
+    (tmp_path / "q.db.writers").mkdir()  # in the way, whoever runs the test
+    (tmp_path / "q.db").write_bytes(b"")
+    with sqlite_writer(create_engine(f"sqlite:///{tmp_path / 'q.db'}")):
+        pass
+    assert "writers' queue off" in caplog.text
+
+
+def test_the_lock_file_takes_the_database_file_permissions(tmp_path):
+    database = tmp_path / "p.db"
+    database.write_bytes(b"")
+    database.chmod(0o664)
+    with sqlite_writer(create_engine(f"sqlite:///{database}")):
+        pass
+    assert (tmp_path / "p.db.writers").stat().st_mode & 0o777 == 0o664 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

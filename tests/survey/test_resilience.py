@@ -96,3 +96,16 @@ def test_engine_hides_statement_parameters(app):
     from core.extensions import db
     with app.app_context():
         assert db.engine.hide_parameters
+
+
+def test_postgresql_connections_keep_alive_without_a_ping(app, config):
+    """No ping per request; TCP keepalives keep idle pooled connections from being cut."""
+    if not config.database_url.startswith("postgresql"):
+        assert config.database_url.startswith("sqlite")
+        return
+    from core.extensions import db
+    with app.app_context():
+        assert not db.engine.pool._pre_ping
+        with db.engine.connect() as conn:
+            dsn = conn.connection.driver_connection.info.dsn
+    assert "keepalives=1" in dsn and "keepalives_idle=60" in dsn
