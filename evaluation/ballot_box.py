@@ -55,6 +55,9 @@ class Cast:
 
     receipt: str
     count: int
+    #: PostgreSQL: the round's ballot count at its latest mix, as the cast saw it (casts commit
+    #: side by side there, so counts repeat and skip). None on SQLite, where the count is exact.
+    mixed_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,14 +100,14 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
         driver = conn.connection.driver_connection
         try:
             if conn.dialect.name == "postgresql":
-                count = _cast_postgresql(driver, who, new)
+                count, mixed_at = _cast_postgresql(driver, who, new)
             else:
-                count = _cast_sqlite(conn.engine, driver, who, new)
+                count, mixed_at = _cast_sqlite(conn.engine, driver, who, new), None
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _as_sqlalchemy_error(conn, exc) from exc
     if count is None:
         raise CastError(why_refused(session, invitation_id, round_id))
-    return Cast(new.receipt, count)
+    return Cast(new.receipt, count, mixed_at)
 
 
 def _as_sqlalchemy_error(conn, exc: Exception) -> DBAPIError:
@@ -188,13 +191,16 @@ scored AS (INSERT INTO item_ratings (ballot_id, participation_id, item_id, value
            SELECT ballot.id, t.p, t.i, t.v FROM ballot,
                   unnest(CAST(%(ip)s AS integer[]), CAST(%(ii)s AS integer[]),
                          CAST(%(iv)s AS integer[])) AS t(p, i, v))
-SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id = %(r)s)
+SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id = %(r)s),
+       (SELECT mixed_count FROM rounds WHERE id = %(r)s)
 """
 
 
-def _cast_postgresql(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
-    """PostgreSQL's cast, committed: the round's ballot count, or None when the conditional update
-    touched no row (then nothing was written, and the commit released only the round lock).
+def _cast_postgresql(driver, who: tuple[int, int, int, str],
+                     new: _NewBallot) -> tuple[int | None, int]:
+    """PostgreSQL's cast, committed: (the round's ballot count, or None when the conditional update
+    touched no row: then nothing was written, and the commit released only the round lock;
+    the round's count at its latest mix).
 
     The lock, the cast and the commit go to the server in one pipeline, one round trip; the
     server still runs them one after the other, each statement with a snapshot of its own.
@@ -207,9 +213,9 @@ def _cast_postgresql(driver, who: tuple[int, int, int, str], new: _NewBallot) ->
             "receipt": new.receipt, "day": new.day, "paper": new.is_paper, "valid": new.is_valid,
             **_columns(new.ratings, "p", "gr", "c"), **_columns(new.items, "ip", "ii", "iv")})
         driver.commit()
-    used, before = cursor.fetchone()
+    used, before, mixed_at = cursor.fetchone()
     # The statement's snapshot does not see its own insert: the round holds `before` + 1.
-    return before + 1 if used == 1 else None
+    return (before + 1 if used == 1 else None), mixed_at
 
 
 def _columns(rows: list[tuple], *names: str) -> dict[str, list]:
@@ -240,8 +246,11 @@ MIXED_TABLES = (("ballots", "round_id = :r"),
                 ("invitations", "round_id = :r"))
 
 
-def mix_round(session: Session, round_id: int, full: bool = True) -> None:
+def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1) -> bool:
     """Rewrite the round's rows in random order in this transaction (PostgreSQL; the caller commits).
+
+    While open (not `full`), only when `every` ballots or more have come since the latest mix:
+    False when another worker has mixed meanwhile.
 
     A cast marks its invitation used in the same transaction that inserts the ballot, so on
     PostgreSQL both carry the same xmin, and the new row versions of used invitations pile up in
@@ -254,13 +263,21 @@ def mix_round(session: Session, round_id: int, full: bool = True) -> None:
     SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
     """
     if session.get_bind().dialect.name != "postgresql":
-        return
+        return True
     session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR UPDATE"), {"r": round_id})
+    # Under the lock no cast is in flight: this count is exact.
+    count, mixed = session.execute(text(
+        "SELECT (SELECT count(*) FROM ballots WHERE round_id = :r), mixed_count FROM rounds"
+        " WHERE id = :r"), {"r": round_id}).one()
+    if not full and count - mixed < every:
+        return False  # another worker has just mixed
+    session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
+                    {"n": count, "r": round_id})
     if not full:  # one statement: all rows are deleted before the sort hands out the first
         session.execute(text("WITH gone AS (DELETE FROM invitations WHERE round_id = :r AND is_used"
                              " RETURNING *) INSERT INTO invitations SELECT * FROM gone"
                              " ORDER BY random()"), {"r": round_id})
-        return
+        return True
     for table, where in MIXED_TABLES:
         session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
@@ -269,6 +286,7 @@ def mix_round(session: Session, round_id: int, full: bool = True) -> None:
     session.execute(text("DELETE FROM invitations WHERE round_id = :r"), {"r": round_id})
     for table, _where in MIXED_TABLES:
         session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
+    return True
 
 
 def vacuum_after_mix(session: Session, full: bool = False) -> None:
@@ -304,11 +322,23 @@ def _checkpoint(conn, attempts: int) -> None:
     logging.getLogger("pingyi").warning("WAL checkpoint incomplete: readers were active")
 
 
-def maybe_mix(session: Session, round_id: int, every: int, count: int) -> bool:
-    """When the round's ballot count reaches a multiple of `every`, mix its invitations; True if so."""
-    if every <= 0 or count % every:
+def maybe_mix(session: Session, round_id: int, every: int, cast: Cast) -> bool:
+    """Mix the round's used invitations when `every` ballots have come since the latest mix;
+    True if so.
+
+    SQLite counts under its write lock: a mix at every multiple of `every`. PostgreSQL casts
+    commit side by side and see counts that repeat or skip, so the round remembers its count at
+    the latest mix and the mix re-checks under the round's lock.
+    """
+    if every <= 0:
         return False
-    mix_round(session, round_id, full=False)
+    due = (cast.count % every == 0 if cast.mixed_at is None
+           else cast.count - cast.mixed_at >= every)
+    if not due:
+        return False
+    if not mix_round(session, round_id, full=False, every=every):
+        session.rollback()
+        return False
     session.commit()
     vacuum_after_mix(session)
     return True

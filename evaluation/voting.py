@@ -134,7 +134,7 @@ def cast(session: Session, ticket: Ticket, form, mix_every: int) -> str:
     cast_ = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
                         invalidate=sheet.validity == "invalidate", token_hash=ticket.token_hash)
     try:
-        maybe_mix(session, ticket.round_id, mix_every, cast_.count)
+        maybe_mix(session, ticket.round_id, mix_every, cast_)
     except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to a failed mix
         session.rollback()
         logging.getLogger("pingyi").warning("mix skipped: %s", type(exc).__name__)

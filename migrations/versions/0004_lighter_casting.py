@@ -1,4 +1,5 @@
-"""lighter casting: item scores hang on their rating; invitations lose a redundant index
+"""lighter casting: item scores hang on their rating; invitations lose a redundant index; rounds
+remember the ballot count of their latest mix
 
 Revision ID: 0004_lighter_casting
 Revises: 0003_round_seal
@@ -8,9 +9,10 @@ An item rating's two foreign keys (to the ballot, to the participation) become o
 to the rating of that cadre on that ballot: it says more, and PostgreSQL checks one key per score
 instead of two when a ballot is cast. ix_invitations_round_id duplicated the leading column of
 uq_invitations_round_id (round_id, email). Data is kept: every item rating already has its rating
-(the ballot box writes both in one transaction).
+(the ballot box writes both in one transaction). rounds.mixed_count: see the model.
 """
 from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0004_lighter_casting'
@@ -30,9 +32,14 @@ def upgrade():
                                     ['ballot_id', 'participation_id'], ondelete='CASCADE')
     with op.batch_alter_table('invitations', schema=None) as batch_op:
         batch_op.drop_index('ix_invitations_round_id')
+    with op.batch_alter_table('rounds', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('mixed_count', sa.Integer(), server_default='0',
+                                      nullable=False))
 
 
 def downgrade():
+    with op.batch_alter_table('rounds', schema=None) as batch_op:
+        batch_op.drop_column('mixed_count')
     with op.batch_alter_table('invitations', schema=None) as batch_op:
         batch_op.create_index('ix_invitations_round_id', ['round_id'], unique=False)
     with op.batch_alter_table('item_ratings', schema=None,
