@@ -162,6 +162,9 @@ _ENTRY = (select(_INVITATIONS.c.id, _INVITATIONS.c.round_id, _INVITATIONS.c.grou
 _BY_TOKEN = _ENTRY.where(_INVITATIONS.c.token_hash == bindparam("t"),
                          _INVITATIONS.c.round_id == bindparam("r"))
 _BY_CODE = _ENTRY.where(_INVITATIONS.c.code_hash.in_(bindparam("codes", expanding=True)))
+_BY_TICKET = _ENTRY.where(_INVITATIONS.c.id == bindparam("i"),
+                          _INVITATIONS.c.round_id == bindparam("r"),
+                          _INVITATIONS.c.token_hash == bindparam("t"))
 
 
 def find_by_token(session: Session, token: str, keys: Keys):
@@ -173,6 +176,13 @@ def find_by_token(session: Session, token: str, keys: Keys):
     if row is None:
         raise UnknownLinkError("no invitation for this link")
     return row
+
+
+def find_for_ticket(session: Session, invitation_id: int, round_id: int, token_hash: str):
+    """The invitation a voter's session names, as find_by_token gives it; None if it is gone or
+    its link was re-issued since (the token hash no longer matches)."""
+    return session.connection().execute(_BY_TICKET, {"i": invitation_id, "r": round_id,
+                                                     "t": token_hash}).first()
 
 
 def find_by_code(session: Session, text: str, keys: Keys):
@@ -205,4 +215,4 @@ def turnout(session: Session, round_: Round) -> list[dict]:
 
 
 __all__ = ["BadLinkError", "IssueError", "IssuedLink", "Keys", "NotFoundError", "UnknownLinkError",
-           "find_by_code", "find_by_token", "issue_links", "remint", "turnout"]
+           "find_by_code", "find_by_token", "find_for_ticket", "issue_links", "remint", "turnout"]

@@ -6,14 +6,13 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from evaluation.ballot_box import CastError, cast_ballot, maybe_mix
 from evaluation.ballot_sheet import ParsedBallot, Sheet, build_sheet, parse_ballot
-from evaluation.invitations import Keys, find_by_code, find_by_token
-from evaluation.models import Invitation, Round
+from evaluation.invitations import Keys, find_by_code, find_by_token, find_for_ticket
+from evaluation.models import Round
 
 
 @dataclass(frozen=True)
@@ -77,27 +76,16 @@ def enter_with_code(session: Session, code: str, keys: Keys) -> Ticket:
     return _ticket(session, find_by_code(session, code, keys))
 
 
-#: Whether a ticket may still vote. A Core statement on the session's connection: every ballot
-#: page asks it, and the ORM's execution path costs more than the query.
-_TICKET_STATE = (
-    select(Invitation.__table__.c.is_used, Round.__table__.c.status, Round.__table__.c.fingerprint)
-    .join(Round.__table__, Round.__table__.c.id == Invitation.__table__.c.round_id)
-    .where(Invitation.__table__.c.id == bindparam("i"),
-           Invitation.__table__.c.round_id == bindparam("r"),
-           Invitation.__table__.c.token_hash == bindparam("t")))
-
-
 def sheet_for(session: Session, ticket: Ticket) -> Sheet:
     """The ballot sheet for a ticket that may still vote; CastError(reason) otherwise."""
-    row = session.connection().execute(_TICKET_STATE, {
-        "i": ticket.invitation_id, "r": ticket.round_id, "t": ticket.token_hash}).first()
+    entry = find_for_ticket(session, ticket.invitation_id, ticket.round_id, ticket.token_hash)
     session.rollback()
-    if row is None:
+    if entry is None:
         raise CastError("unknown")
-    refusal = _state_of(row[0], row[1])
+    refusal = _state_of(entry.is_used, entry.status)
     if refusal:
         raise CastError(refusal)
-    return _cached_sheet(session, ticket.round_id, ticket.group_id, row[2])
+    return _cached_sheet(session, ticket.round_id, ticket.group_id, entry.fingerprint)
 
 
 _SHEETS: dict[tuple, Sheet] = {}

@@ -25,17 +25,15 @@ MAX_SHOWN_CHARS = 120
 def make_slips(round_id: int):
     """Issue N links for a group and show them as a printable A4 sheet of QR slips."""
     round_ = round_or_404(round_id)
-    form = SlipsForm()
-    form.group.choices = group_choices(round_)
-    if not form.validate_on_submit():
-        _flash_errors(form)
-        return redirect(url_for("evaluation.show_round", round_id=round_id))
+    form = _submitted(SlipsForm(), round_)
+    if form is None:
+        return _back(round_id)
     try:
         links = issue_links(db.session, round_, form.group.data, form.count.data,
                             current_app.extensions["pingyi.keys"], actor())
     except PingyiError as exc:
         flash(exc.message, "error")
-        return redirect(url_for("evaluation.show_round", round_id=round_id))
+        return _back(round_id)
     base = current_app.config["PINGYI"].base_url
     group = next(g for g in round_.groups if g.key == form.group.data)
     slips = [{"url": f"{base}/v/{link.token}", "code": link.display_code,
@@ -52,20 +50,18 @@ def make_slips(round_id: int):
 def send_invitations(round_id: int):
     """Mail each address of the uploaded file its own ballot link; nobody gets a second one."""
     round_ = round_or_404(round_id)
-    form = InviteForm()
-    form.group.choices = group_choices(round_)
-    if not form.validate_on_submit():
-        _flash_errors(form)
-        return redirect(url_for("evaluation.show_round", round_id=round_id))
+    form = _submitted(InviteForm(), round_)
+    if form is None:
+        return _back(round_id)
     try:
         addresses, bad = read_addresses(form.file.data.filename or "", form.file.data.read())
     except PingyiError as exc:
         flash(exc.message, "error")
-        return redirect(url_for("evaluation.show_round", round_id=round_id))
+        return _back(round_id)
     group_key = form.group.data
     _mail(lambda keys, mailer, base_url: invite(
         db.session, round_, group_key, addresses, keys, mailer, base_url, actor(), _quiet), bad)
-    return redirect(url_for("evaluation.show_round", round_id=round_id))
+    return _back(round_id)
 
 
 def send_reminders(round_id: int):
@@ -74,16 +70,26 @@ def send_reminders(round_id: int):
     if ActionForm().validate_on_submit():
         _mail(lambda keys, mailer, base_url: remind(
             db.session, round_, keys, mailer, base_url, actor(), _quiet))
-    return redirect(url_for("evaluation.show_round", round_id=round_id))
+    return _back(round_id)
 
 
 def _quiet(n: int, total: int, address: str) -> None:
     """Progress is for the terminal; a page reports once, at the end."""
 
 
-def _flash_errors(form) -> None:
+def _submitted(form, round_):
+    """The posted form, its group choices those of the round; None (errors flashed) if invalid."""
+    form.group.choices = group_choices(round_)
+    if form.validate_on_submit():
+        return form
     for field, errors in form.errors.items():
         flash(f"{field}: {'; '.join(map(str, errors))}", "error")
+    return None
+
+
+def _back(round_id: int):
+    """Back to the round page, where the flashed messages show."""
+    return redirect(url_for("evaluation.show_round", round_id=round_id))
 
 
 def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = ()) -> None:
