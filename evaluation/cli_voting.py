@@ -1,4 +1,4 @@
-"""Commands for links and ballots: links, invite, remind, verify."""
+"""Commands for links and ballots: links, invite, remind, mail-worker, verify."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
 
 from core.extensions import db
+from evaluation import mail_queue
 from evaluation.ballot_box import verify_seal
 from evaluation.cli_common import cli_actor, refuse
 from evaluation.errors import PingyiError
@@ -99,6 +103,27 @@ def remind_command(round_id: int) -> None:
         db.session, round_, keys, mailer, base_url, cli_actor(), _progress))
 
 
+@click.command("mail-worker")
+@click.option("--burst", is_flag=True, help="Send what is queued, then stop (for cron or tests).")
+@with_appcontext
+def mail_worker_command(burst: bool) -> None:
+    """Send the mailings queued from the round pages (needs REDIS_URL)."""
+    config = current_app.config["PINGYI"]
+    if not mail_queue.enabled(config):
+        refuse(["REDIS_URL is not set: the round pages send mail themselves, no worker is needed"])
+    connection = Redis.from_url(config.redis_url, socket_connect_timeout=2)
+    try:
+        connection.ping()
+    except RedisError as exc:
+        refuse([f"the mail queue (Redis) did not answer: {exc}"])
+    click.echo(f"mail worker on queue {config.mail_queue}"
+               + ("" if config.mail_server else f"; no MAIL_SERVER: messages go to "
+                  f"{MailSettings.from_config(config).outbox}"), err=True)
+    # One process, no fork per job: the app and its database pool stay as they are.
+    SimpleWorker([Queue(config.mail_queue, connection=connection)], connection=connection).work(
+        burst=burst, logging_level="WARNING")
+
+
 @click.command("verify")
 @click.argument("round_id", type=int, metavar="ROUND")
 @with_appcontext
@@ -119,4 +144,5 @@ def verify_command(round_id: int) -> None:
     sys.exit(1)
 
 
-VOTING_COMMANDS = (links_command, invite_command, remind_command, verify_command)
+VOTING_COMMANDS = (links_command, invite_command, remind_command, mail_worker_command,
+                   verify_command)

@@ -1,9 +1,16 @@
-// Refresh the turnout table every 10 seconds while the round page is open.
+// Refresh the turnout table, and the state of queued mailings, every 10 seconds while the round
+// page is open.
 (function () {
   "use strict";
   var table = document.getElementById("turnout");
   if (!table) { return; }
   var below = document.getElementById("below-template").textContent;
+  var mailings = document.getElementById("mailings");
+  function show(cell, value) {
+    if (cell && !cell.querySelector("details")) {
+      cell.textContent = value === null || value === undefined ? "" : value;
+    }
+  }
   function refresh() {
     fetch(table.dataset.url, {credentials: "same-origin", cache: "no-store"})
       .then(function (r) { return r.ok ? r.json() : null; })
@@ -14,6 +21,14 @@
           if (!row) { return; }
           row.querySelector(".issued").textContent = g.issued;
           row.querySelector(".cast").textContent = g.cast === null ? below : g.cast;
+        });
+        (data.mailings || []).forEach(function (m) {
+          var row = mailings && mailings.querySelector("tr[data-job='" + m.id + "']");
+          if (!row) { return; }
+          show(row.querySelector(".state"), m.state);
+          show(row.querySelector(".sent"), m.sent);
+          show(row.querySelector(".skipped"), m.skipped);
+          show(row.querySelector(".failed"), m.sent === null ? null : m.failed_count);
         });
       })
       .catch(function () {});

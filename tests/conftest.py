@@ -26,6 +26,8 @@ PG_ADMIN_URL = os.environ.get("PINGYI_TEST_PG", "postgresql://postgres@127.0.0.1
 IN_CI = os.environ.get("CI", "").lower() == "true"
 FAST_HASH = "pbkdf2:sha256:1000"
 _pg_status: dict = {}
+REDIS_TEST_URL = os.environ.get("PINGYI_TEST_REDIS", "redis://127.0.0.1:6379/0")
+_redis_status: dict = {}
 
 
 def pg_available() -> str | None:
@@ -39,13 +41,36 @@ def pg_available() -> str | None:
     return _pg_status["error"]
 
 
+def redis_available() -> str | None:
+    """None when Redis answers, else why not (cached)."""
+    if "error" not in _redis_status:
+        from redis import Redis
+        from redis.exceptions import RedisError
+        try:
+            Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3).ping()
+            _redis_status["error"] = None
+        except RedisError as exc:
+            _redis_status["error"] = str(exc).strip().splitlines()[0]
+    return _redis_status["error"]
+
+
 def pytest_report_header(config):
+    lines = []
     error = pg_available()
     if error is None:
-        return f"PostgreSQL: {PG_ADMIN_URL} answers; database tests run on SQLite and PostgreSQL"
-    if IN_CI:
-        return f"PostgreSQL: NOT reachable under CI ({error}); PostgreSQL tests will FAIL"
-    return f"PostgreSQL: not reachable ({error}); PostgreSQL tests are SKIPPED, SQLite only"
+        lines.append(f"PostgreSQL: {PG_ADMIN_URL} answers; database tests run on SQLite and PostgreSQL")
+    elif IN_CI:
+        lines.append(f"PostgreSQL: NOT reachable under CI ({error}); PostgreSQL tests will FAIL")
+    else:
+        lines.append(f"PostgreSQL: not reachable ({error}); PostgreSQL tests are SKIPPED, SQLite only")
+    error = redis_available()
+    if error is None:
+        lines.append(f"Redis: {REDIS_TEST_URL} answers; the mail-queue tests run")
+    elif IN_CI:
+        lines.append(f"Redis: NOT reachable under CI ({error}); the mail-queue tests will FAIL")
+    else:
+        lines.append(f"Redis: not reachable ({error}); the mail-queue tests are SKIPPED")
+    return lines
 
 
 def pg_url_for(name: str) -> str:
@@ -73,6 +98,15 @@ def require_pg() -> None:
         if IN_CI:
             pytest.fail(f"PostgreSQL must be reachable under CI: {error}")
         pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({error})")
+
+
+def require_redis() -> None:
+    """Skip (locally) or fail (under CI) when Redis is not there."""
+    error = redis_available()
+    if error is not None:
+        if IN_CI:
+            pytest.fail(f"Redis must be reachable under CI: {error}")
+        pytest.skip(f"Redis not reachable at {REDIS_TEST_URL} ({error})")
 
 
 @pytest.fixture(scope="session")

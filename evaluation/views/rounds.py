@@ -17,6 +17,7 @@ from evaluation.forms import ActionForm, InviteForm, NewRoundForm, SlipsForm, gr
 from evaluation.invitations import turnout
 from evaluation.specs import SpecError, load_spec, validate_spec
 from evaluation.views.access import actor, round_or_404
+from evaluation.views.voting import mailings_of
 
 
 def list_rounds():
@@ -63,11 +64,13 @@ def show_round(round_id: int):
     slips_form.group.choices = group_choices(round_)
     invite_form = InviteForm()
     invite_form.group.choices = slips_form.group.choices
+    mailings, queue_answered = mailings_of(round_)
     return render_template(
         "evaluation/round.html", round=round_, spec=export_spec(round_), form=ActionForm(),
         problems=use.readiness_problems(round_) if round_.is_draft else [],
         log=entries_for_round(db.session, round_.id), slips_form=slips_form,
-        invite_form=invite_form, turnout=turnout(db.session, round_))
+        invite_form=invite_form, turnout=turnout(db.session, round_), mailings=mailings,
+        queue_answered=queue_answered)
 
 
 def transition_round(round_id: int, action: str):

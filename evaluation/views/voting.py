@@ -9,6 +9,7 @@ from flask import current_app, flash, jsonify, redirect, render_template, url_fo
 from flask_babel import gettext as _, ngettext
 
 from core.extensions import db
+from evaluation import mail_queue
 from evaluation.errors import PingyiError
 from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
 from evaluation.invitations import issue_links, turnout
@@ -59,6 +60,13 @@ def send_invitations(round_id: int):
         flash(exc.message, "error")
         return _back(round_id)
     group_key = form.group.data
+    if mail_queue.enabled(current_app.config["PINGYI"]):
+        if addresses:
+            _enqueue("invite", round_, group_key, addresses)
+        else:
+            flash(_("No address to send to."), "error")
+        _flash_failed(bad)
+        return _back(round_id)
     _mail(lambda keys, mailer, base_url: invite(
         db.session, round_, group_key, addresses, keys, mailer, base_url, actor(), _quiet), bad)
     return _back(round_id)
@@ -67,10 +75,34 @@ def send_invitations(round_id: int):
 def send_reminders(round_id: int):
     """Mail a fresh link to every invited address whose link is still unused."""
     round_ = round_or_404(round_id)
-    if ActionForm().validate_on_submit():
+    if not ActionForm().validate_on_submit():
+        return _back(round_id)
+    if mail_queue.enabled(current_app.config["PINGYI"]):
+        if round_.status != "open":  # the worker would refuse it: say so now
+            flash(_("Reminders go out while a round is open."), "error")
+        else:
+            _enqueue("remind", round_)
+    else:
         _mail(lambda keys, mailer, base_url: remind(
             db.session, round_, keys, mailer, base_url, actor(), _quiet))
     return _back(round_id)
+
+
+def _enqueue(kind: str, round_, group_key: str | None = None, addresses: list[str] | None = None):
+    """Hand a mailing to the mail worker and say so; nothing is queued if Redis is down."""
+    try:
+        mail_queue.enqueue(current_app.config["PINGYI"], kind, round_.id, actor(), group_key,
+                           addresses)
+    except mail_queue.QueueUnavailable:
+        flash(_("The mail queue cannot be reached, so nothing was sent. Try again in a moment."),
+              "error")
+        return
+    if kind == "invite":
+        flash(ngettext("%(num)s address is queued for sending; progress shows under “Mailings”.",
+                       "%(num)s addresses are queued for sending; progress shows under “Mailings”.",
+                       len(addresses)), "success")
+    else:
+        flash(_("Reminders are queued for sending; progress shows under “Mailings”."), "success")
 
 
 def _quiet(n: int, total: int, address: str) -> None:
@@ -110,6 +142,14 @@ def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = 
     flash(_("Sent %(sent)s, skipped %(skipped)s (sent before), failed %(failed)s.",
             sent=len(report.sent), skipped=len(report.skipped), failed=len(failed)),
           "info" if failed else "success")
+    _flash_failed(failed)
+    if mailer.to_outbox:
+        flash(_("No mail server is configured: the messages were written to %(folder)s",
+                folder=str(settings.outbox)), "info")
+
+
+def _flash_failed(failed: Sequence[tuple[str, str]]) -> None:
+    """One message per address not sent, up to a limit; the rest counted."""
     for address, why in failed[:MAX_FAILED_SHOWN]:
         flash(_("Not sent: %(address)s: %(reason)s", address=_cut(address), reason=_cut(why)),
               "error")
@@ -117,16 +157,53 @@ def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = 
         more = len(failed) - MAX_FAILED_SHOWN
         flash(ngettext("… and %(num)s more address not sent.", "… and %(num)s more addresses not sent.",
                        more), "error")
-    if mailer.to_outbox:
-        flash(_("No mail server is configured: the messages were written to %(folder)s",
-                folder=str(settings.outbox)), "info")
 
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS - 1] + "…"
 
 
+def mailings_of(round_) -> tuple[list[dict], bool]:
+    """The round's queued mailings as the page shows them, and whether the queue answered
+    ([] and True where there is no queue)."""
+    config = current_app.config["PINGYI"]
+    if not mail_queue.enabled(config):
+        return [], True
+    try:
+        mailings = mail_queue.recent(config, round_.id)
+    except mail_queue.QueueUnavailable:
+        return [], False
+    labels = {g.key: f"{g.label_zh} / {g.label_en}" for g in round_.groups}
+    return [{"id": m.id, "what": _mailing_title(m, labels), "state": _mailing_state(m),
+             "pending": m.status in ("queued", "started"), "sent": m.sent, "skipped": m.skipped,
+             "failed_count": m.failed_count, "failed": m.failed} for m in mailings], True
+
+
+def _mailing_title(m: mail_queue.Mailing, labels: dict[str, str]) -> str:
+    if m.kind == "remind":
+        return _("Reminders")
+    return _("Invitations: %(group)s", group=labels.get(m.group, m.group or "?"))
+
+
+def _mailing_state(m: mail_queue.Mailing) -> str:
+    if m.status == "queued":
+        return _("waiting for the mail worker")
+    if m.status == "started":
+        return _("sending: %(done)s of %(total)s", done=m.done,
+                 total=m.total if m.total is not None else "?")
+    if m.status == "failed":
+        return _("failed: see the mail worker's log")
+    if m.status == "gone":
+        return _("expired")
+    if m.error:
+        return _("stopped: %(error)s", error=m.error)
+    return _("done")
+
+
 def show_turnout(round_id: int):
-    """Turnout per group as JSON, for the round page's live refresh."""
+    """Turnout per group and the state of queued mailings as JSON, for the round page's refresh."""
     round_ = round_or_404(round_id)
-    return jsonify(status=round_.status, groups=turnout(db.session, round_))
+    mailings, _answered = mailings_of(round_)
+    return jsonify(status=round_.status, groups=turnout(db.session, round_),
+                   mailings=[{k: m[k] for k in ("id", "state", "pending", "sent", "skipped",
+                                                "failed_count")} for m in mailings])

@@ -1,0 +1,165 @@
+"""The e-mail queue: where REDIS_URL is set, the round page hands invitations and reminders to a
+worker (`flask --app wsgi mail-worker`) and returns at once, however long the list.
+
+A job carries the round, the group, the addresses and who asked for it: never a link. The worker
+issues each link as it sends it (as the command-line `invite` does), so neither Redis nor a dump
+of it holds a working link. One mailing per round runs at a time (a lock in Redis), so two
+uploads of the same list cannot both take an address as new. Progress and the report travel in
+the job's meta, which the round page reads; jobs and their reports are kept for a week.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from redis import Redis
+from redis.exceptions import LockError, RedisError
+from rq import Queue, get_current_job
+from rq.job import Job
+
+from core.extensions import db
+from evaluation.errors import PingyiError
+from evaluation.inviting import MailReport, invite, remind
+from evaluation.mailer import Mailer, MailSettings
+from evaluation.models import Round
+
+#: A mailing of thousands of addresses at a few per second still ends within this.
+JOB_TIMEOUT = 4 * 3600
+#: Jobs, their reports and each round's list of mailings are kept this long.
+KEEP_SECONDS = 7 * 24 * 3600
+#: Mailings listed on the round page.
+RECENT = 10
+#: Failed addresses kept in a report; the rest are counted.
+MAX_FAILED_KEPT = 50
+#: Progress is written to Redis every this many messages (and at the end).
+PROGRESS_EVERY = 10
+
+KINDS = ("invite", "remind")
+
+
+class QueueUnavailable(PingyiError):
+    """Redis did not answer: nothing was queued."""
+
+
+@dataclass(frozen=True)
+class Mailing:
+    """One queued mailing as the round page shows it."""
+
+    id: str
+    kind: str
+    group: str | None
+    #: queued, started, finished, failed (an unexpected error: see the worker's log) or gone
+    status: str
+    done: int
+    total: int | None
+    sent: int | None = None
+    skipped: int | None = None
+    failed: tuple[tuple[str, str], ...] = ()
+    failed_count: int = 0
+    #: Why a mailing stopped early (mail server unreachable, round closed ...), else None.
+    error: str | None = None
+
+
+def enabled(config) -> bool:
+    return bool(config.redis_url)
+
+
+def _redis(config) -> Redis:
+    return Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+
+
+def _round_key(config, round_id: int) -> str:
+    return f"{config.mail_queue}:round:{round_id}"
+
+
+def enqueue(config, kind: str, round_id: int, actor: str, group_key: str | None = None,
+            addresses: list[str] | None = None) -> str:
+    """Queue a mailing of the round (invite: the addresses into the group; remind: everyone
+    unused); its job id. QueueUnavailable if Redis does not answer, and nothing is queued."""
+    if kind not in KINDS:
+        raise ValueError(kind)
+    addresses = list(addresses or ())
+    try:
+        conn = _redis(config)
+        job = Queue(config.mail_queue, connection=conn).enqueue_call(
+            run_mailing, kwargs={"kind": kind, "round_id": round_id, "actor": actor,
+                                 "group_key": group_key, "addresses": addresses},
+            timeout=JOB_TIMEOUT, result_ttl=KEEP_SECONDS, failure_ttl=KEEP_SECONDS,
+            meta={"kind": kind, "group": group_key, "done": 0,
+                  "total": len(addresses) if kind == "invite" else None})
+        key = _round_key(config, round_id)
+        with conn.pipeline() as pipe:
+            pipe.lpush(key, job.id).ltrim(key, 0, RECENT - 1).expire(key, KEEP_SECONDS).execute()
+    except RedisError as exc:
+        raise QueueUnavailable(f"the mail queue (Redis) did not answer: {type(exc).__name__}") from None
+    return job.id
+
+
+def recent(config, round_id: int) -> list[Mailing]:
+    """The round's latest mailings, newest first. QueueUnavailable if Redis does not answer."""
+    try:
+        conn = _redis(config)
+        ids = [raw.decode() for raw in conn.lrange(_round_key(config, round_id), 0, RECENT - 1)]
+        jobs = Job.fetch_many(ids, connection=conn) if ids else []
+        return [_mailing(job_id, job) for job_id, job in zip(ids, jobs)]
+    except RedisError as exc:
+        raise QueueUnavailable(f"the mail queue (Redis) did not answer: {type(exc).__name__}") from None
+
+
+def _mailing(job_id: str, job: Job | None) -> Mailing:
+    if job is None:  # expired or removed
+        return Mailing(job_id, "invite", None, "gone", 0, None)
+    meta = job.meta
+    status = job.get_status(refresh=False)
+    status = getattr(status, "value", status)
+    return Mailing(job_id, meta.get("kind", "invite"), meta.get("group"),
+                   status if status in ("queued", "started", "finished", "failed") else "queued",
+                   meta.get("done", 0), meta.get("total"), meta.get("sent"), meta.get("skipped"),
+                   tuple(tuple(pair) for pair in meta.get("failed", ())),
+                   meta.get("failed_count", 0), meta.get("error"))
+
+
+def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = None,
+                addresses: list[str] | None = None) -> dict:
+    """The worker's job: send, writing progress and the report into the job's meta.
+
+    Runs in the worker's app context. A mail server that cannot be reached, or a round that no
+    longer takes mail, stops the mailing with its reason in the report; sending again is safe.
+    """
+    job = get_current_job()
+    config = current_app.config["PINGYI"]
+    keys = current_app.extensions["pingyi.keys"]
+
+    def progress(n: int, total: int, _address: str) -> None:
+        if n == total or n % PROGRESS_EVERY == 0:
+            job.meta.update(done=n, total=total)
+            job.save_meta()
+
+    report = MailReport()
+    try:
+        with job.connection.lock(f"{config.mail_queue}:lock:{round_id}", timeout=JOB_TIMEOUT,
+                                 blocking_timeout=JOB_TIMEOUT):
+            round_ = db.session.get(Round, round_id)
+            if round_ is None:
+                raise PingyiError(f"round {round_id} does not exist")
+            with Mailer(MailSettings.from_config(config)) as mailer:
+                if kind == "invite":
+                    report = invite(db.session, round_, group_key or "", addresses or [], keys,
+                                    mailer, config.base_url, actor, progress)
+                else:
+                    report = remind(db.session, round_, keys, mailer, config.base_url, actor,
+                                    progress)
+    except OSError as exc:  # smtplib's errors included
+        job.meta["error"] = f"mail server: {exc or type(exc).__name__}"
+    except PingyiError as exc:
+        job.meta["error"] = exc.message
+    except LockError:
+        job.meta["error"] = "another mailing of this round did not finish in time"
+    finally:
+        db.session.remove()
+    job.meta.update(sent=len(report.sent), skipped=len(report.skipped),
+                    failed=report.failed[:MAX_FAILED_KEPT], failed_count=len(report.failed))
+    job.save_meta()
+    return {"sent": len(report.sent), "skipped": len(report.skipped),
+            "failed": len(report.failed), "error": job.meta.get("error")}
