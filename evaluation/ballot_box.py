@@ -244,6 +244,8 @@ MIXED_TABLES = (("ballots", "round_id = :r"),
                 ("ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
                 ("item_ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
                 ("invitations", "round_id = :r"))
+#: Where mix_round leaves its transaction id for vacuum_after_mix (in the session's info).
+_MIX_XID = "pingyi.mix_xid"
 
 
 def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1) -> bool:
@@ -273,6 +275,8 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
         return False  # another worker has just mixed
     session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
                     {"n": count, "r": round_id})
+    # The vacuum after the commit waits for sessions that may still see the rows this deletes.
+    session.info[_MIX_XID] = int(session.scalar(text("SELECT pg_current_xact_id()::text")))
     if not full:  # one statement: all rows are deleted before the sort hands out the first
         session.execute(text("WITH gone AS (DELETE FROM invitations WHERE round_id = :r AND is_used"
                              " RETURNING *) INSERT INTO invitations SELECT * FROM gone"
@@ -289,17 +293,57 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     return True
 
 
+#: How long the vacuum after a mix waits for older snapshots to end, in seconds: while open (a
+#: voter's reply waits too) and at close.
+SNAPSHOT_WAIT_OPEN, SNAPSHOT_WAIT_CLOSE = 1.0, 20.0
+
+#: Sessions of this database that may still see what a mix deleted. Every role sees every
+#: session's backend_xmin and backend_xid; vacuums (autovacuum workers) do not hold rows back.
+_OLDER_SNAPSHOTS = text("""
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type IS DISTINCT FROM 'autovacuum worker'
+  AND (age(backend_xmin) >= age(CAST(:x AS xid)) OR age(backend_xid) >= age(CAST(:x AS xid)))
+""")
+
+
+def _wait_for_older_snapshots(conn, mix_xid: int, timeout: float) -> bool:
+    """Wait until no other session of this database may still see the row versions the mix
+    deleted (no snapshot or transaction as old as the mix); False if some still could at the
+    timeout.
+
+    A vacuum keeps such versions (VACUUM FULL even copies them into its new file), and those of
+    used invitations carry the casts' xmin: a transaction that began before the mix committed,
+    such as a long report on another round, would keep the link on disk.
+    """
+    deadline, pause = time.monotonic() + timeout, 0.002
+    xid = str(mix_xid & 0xFFFFFFFF)  # pg_stat_activity shows 32-bit transaction ids
+    while conn.execute(_OLDER_SNAPSHOTS, {"x": xid}).scalar():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    return True
+
+
 def vacuum_after_mix(session: Session, full: bool = False) -> None:
     """Clear old row versions after a mix, outside any transaction.
 
-    PostgreSQL: VACUUM of the invitations while open (their old versions carry the casts' xmin),
-    VACUUM FULL of every mixed table at close (rewritten into new files). SQLite: VACUUM
-    rebuilds the file at close (secure_delete zeroes freed pages anyway), and the WAL, which holds
-    pages in commit order, is checkpointed and truncated.
+    PostgreSQL: once no session may still see what the mix deleted, VACUUM of the invitations
+    while open (their old versions carry the casts' xmin), VACUUM FULL of every mixed table at
+    close (rewritten into new files). SQLite: VACUUM rebuilds the file at close (secure_delete
+    zeroes freed pages anyway), and the WAL, which holds pages in commit order, is checkpointed
+    and truncated.
     """
     session.commit()  # end whatever transaction the session holds
+    mix_xid = session.info.pop(_MIX_XID, None)
     engine = session.get_bind()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql" and mix_xid is not None and not \
+                _wait_for_older_snapshots(conn, mix_xid, SNAPSHOT_WAIT_CLOSE if full else SNAPSHOT_WAIT_OPEN):
+            logging.getLogger("pingyi").warning(
+                "vacuum after a mix: a transaction older than the mix is still running; the row "
+                "versions it may see stay until a later vacuum")
         if engine.dialect.name == "postgresql" and full:
             for table, _where in MIXED_TABLES:
                 conn.execute(text(f"VACUUM FULL {table}"))

@@ -271,3 +271,79 @@ def test_a_mix_is_due_after_n_ballots_even_when_the_multiple_was_skipped(app, se
     assert mixed == 13
     assert session.scalar(text("SELECT count(*) FROM ballots b JOIN invitations i "
                                "ON i.xmin = b.xmin")) == 0
+
+
+def versions_on_disk(session, table: str) -> set[str]:
+    """The xmin of every row version in a table's data file, dead ones included (pageinspect)."""
+    session.execute(text("CREATE EXTENSION IF NOT EXISTS pageinspect"))
+    blocks = session.scalar(text("SELECT pg_relation_size(CAST(:t AS regclass)) / "
+                                 "current_setting('block_size')::int"), {"t": table})
+    return set(session.execute(text(
+        "SELECT DISTINCT t_xmin::text FROM generate_series(0, CAST(:n AS int) - 1) AS b, "
+        "heap_page_items(get_raw_page(:t, b)) WHERE t_xmin IS NOT NULL"),
+        {"t": table, "n": blocks}).scalars())
+
+
+def cast_xids(session, round_) -> set[str]:
+    return set(session.execute(text("SELECT DISTINCT xmin::text FROM ballots WHERE round_id = :r"),
+                               {"r": round_.id}).scalars())
+
+
+class OldReader:
+    """A session of another user of the database whose snapshot predates the mix: a long report."""
+
+    def __init__(self, app):
+        with app.app_context():
+            self.conn = db.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        self.conn.begin()
+        self.conn.execute(text("SELECT count(*) FROM invitations")).scalar()
+
+    def finish_later(self, seconds: float):
+        import threading
+        timer = threading.Timer(seconds, self.finish)
+        timer.start()
+        return timer
+
+    def finish(self):
+        self.conn.rollback()
+        self.conn.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_closing_vacuum_waits_for_older_snapshots_so_no_cast_xmin_stays_on_disk(
+        app, session, make_round, issue):
+    """VACUUM FULL copies the row versions that a running snapshot may still see into its new
+    file; had it not waited, the casts' xmin would stay in the invitations' file after close."""
+    import time
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
+    round_ = make_round("open")
+    cast_many(app, round_, issue, 6)
+    casts = cast_xids(session, round_)
+    assert len(casts) == 6 and casts <= versions_on_disk(session, "invitations")  # the leak is real
+    session.rollback()
+    reader = OldReader(app)
+    timer = reader.finish_later(0.8)
+    start = time.monotonic()
+    transition_round(session, round_, "close", "test")
+    waited = time.monotonic() - start
+    timer.join()
+    assert waited >= 0.7  # the close waited for the old reader
+    for table in ("invitations", *BALLOT_TABLES):
+        assert not casts & versions_on_disk(session, table), table
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_vacuum_after_an_open_mix_waits_for_older_snapshots(app, session, make_round, issue):
+    from evaluation.ballot_box import Cast, maybe_mix
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
+    round_ = make_round("open")
+    cast_many(app, round_, issue, 5)
+    casts = cast_xids(session, round_)
+    assert casts <= versions_on_disk(session, "invitations")
+    session.rollback()
+    reader = OldReader(app)
+    timer = reader.finish_later(0.3)
+    with app.app_context():
+        assert maybe_mix(session, round_.id, 5, Cast("r", 5, mixed_at=0))
+    timer.join()
+    assert not casts & versions_on_disk(session, "invitations")
