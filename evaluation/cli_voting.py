@@ -60,16 +60,19 @@ def _progress(n: int, total: int, address: str) -> None:
 
 
 def _mail(round_id: int, send, bad: list[tuple[str, str]] = ()) -> None:
-    """Run send(round, keys, mailer, base_url) with one mailer, report, exit 1 if any failed."""
+    """Run send(round, keys, mailer, base_url, report) with one mailer, report what was done
+    (also when it stopped early), exit 1 if anything failed."""
     config, keys = _context()
     settings = MailSettings.from_config(config)
+    report, mailer = MailReport(), None
     try:
         with Mailer(settings) as mailer:
-            report = send(get_round(db.session, round_id), keys, mailer, config.base_url)
-    except OSError as exc:
-        refuse([f"mail server: {exc}"])
-    except PingyiError as exc:
-        refuse(exc.problems)
+            send(get_round(db.session, round_id), keys, mailer, config.base_url, report)
+    except (OSError, PingyiError) as exc:
+        db.session.rollback()
+        if report.sent or report.skipped or report.failed:
+            _print_report(report, mailer is not None and mailer.to_outbox, settings.outbox)
+        refuse([f"mail server: {exc}"] if isinstance(exc, OSError) else exc.problems)
     report.failed[:0] = bad
     _print_report(report, mailer.to_outbox, settings.outbox)
     sys.exit(1 if report.failed else 0)
@@ -89,9 +92,9 @@ def invite_command(round_id: int, group_key: str, path: Path) -> None:
         refuse([f"{path}: {exc.strerror or exc}"])
     except PingyiError as exc:
         refuse(exc.problems)
-    _mail(round_id, lambda round_, keys, mailer, base_url: invite(
-        db.session, round_, group_key, addresses, keys, mailer, base_url, cli_actor(), _progress),
-        bad)
+    _mail(round_id, lambda round_, keys, mailer, base_url, report: invite(
+        db.session, round_, group_key, addresses, keys, mailer, base_url, cli_actor(), _progress,
+        report), bad)
 
 
 @click.command("remind")
@@ -99,8 +102,8 @@ def invite_command(round_id: int, group_key: str, path: Path) -> None:
 @with_appcontext
 def remind_command(round_id: int) -> None:
     """Mail a fresh link to every invited address whose link is still unused."""
-    _mail(round_id, lambda round_, keys, mailer, base_url: remind(
-        db.session, round_, keys, mailer, base_url, cli_actor(), _progress))
+    _mail(round_id, lambda round_, keys, mailer, base_url, report: remind(
+        db.session, round_, keys, mailer, base_url, cli_actor(), _progress, report))
 
 
 @click.command("mail-worker")

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 from evaluation import audit
 from evaluation.accounts import EMAIL_RE
 from evaluation.imports import read_table
-from evaluation.invitations import IssueError, IssuedLink, Keys, group_of, issue_links, remint
+from evaluation.invitations import (
+    ISSUABLE, IssueError, IssuedLink, Keys, group_of, issue_links, remint,
+)
 from evaluation.errors import ImportRowsError
 from evaluation.mailer import Mailer, MailError, invitation_message
 from evaluation.models import Invitation, Round
@@ -49,15 +51,34 @@ def read_addresses(filename: str, data: bytes) -> tuple[list[str], list[tuple[st
     return good, bad
 
 
+class RoundClosedForMail(IssueError):
+    """The round no longer takes mail (it closed, or never opened for reminders)."""
+
+    def __init__(self, status: str, wanted: tuple[str, ...]):
+        super().__init__(f"this round is {status}: mail goes out while it is "
+                         f"{' or '.join(wanted)}")
+        self.status = status
+
+
+def _still_takes_mail(session: Session, round_id: int, statuses: tuple[str, ...]) -> None:
+    """Checked before every message: a round can close while its mail goes out."""
+    status = session.scalar(select(Round.status).where(Round.id == round_id))
+    if status not in statuses:
+        raise RoundClosedForMail(status or "gone", statuses)
+
+
 def _deliver(session: Session, mailer: Mailer, round_: Round, link: IssuedLink, base_url: str,
              reminder: bool, report: MailReport) -> None:
+    """Send one link; commit it as sent (with whatever issued it), or roll that back."""
     message = invitation_message(mailer.settings.sender, link.email, round_.title,
                                  f"{base_url}/v/{link.token}", link.display_code, reminder)
     try:
         mailer.send(message)
     except MailError as exc:
         session.rollback()
-        report.failed.append((link.email, exc.args[0]))
+        # A server's refusal may quote the message: the report never shows the link or code.
+        why = exc.args[0].replace(link.token, "…").replace(link.display_code, "…")
+        report.failed.append((link.email, why))
         return
     session.execute(update(Invitation).where(Invitation.id == link.invitation_id)
                     .values(last_sent_on=dt.date.today()).execution_options(synchronize_session=False))
@@ -66,10 +87,16 @@ def _deliver(session: Session, mailer: Mailer, round_: Round, link: IssuedLink, 
 
 
 def invite(session: Session, round_: Round, group_key: str, addresses: list[str], keys: Keys,
-           mailer: Mailer, base_url: str, actor: str, progress: Progress) -> MailReport:
-    """Send every new address its own link; addresses already sent to are skipped."""
+           mailer: Mailer, base_url: str, actor: str, progress: Progress,
+           report: MailReport | None = None) -> MailReport:
+    """Send every new address its own link; addresses already sent to are skipped.
+
+    Pass `report` to keep what was done when the mailing stops early (a mail server that goes
+    away, a round that closes meanwhile: RoundClosedForMail).
+    """
+    report = MailReport() if report is None else report
+    _still_takes_mail(session, round_.id, ISSUABLE)
     group = group_of(round_, group_key)
-    report = MailReport()
     existing = {inv.email: inv for inv in session.scalars(select(Invitation).where(
         Invitation.round_id == round_.id, Invitation.email.in_(addresses)))} if addresses else {}
     new = [a for a in addresses if a not in existing]
@@ -82,28 +109,36 @@ def invite(session: Session, round_: Round, group_key: str, addresses: list[str]
         elif not inv.is_used:
             unsent.append(inv)
     links = issue_links(session, round_, group.key, len(new), keys, actor, emails=new) if new else []
-    links += [link for inv in unsent if (link := remint(session, inv, keys)) is not None]
-    for n, link in enumerate(links, start=1):
-        _deliver(session, mailer, round_, link, base_url, False, report)
-        progress(n, len(links), link.email)
+    # An invitation issued before but never sent gets a fresh link just before its message, and
+    # both are committed together, or rolled back together if the message is refused.
+    todo: list[IssuedLink | Invitation] = [*links, *unsent]
+    for n, item in enumerate(todo, start=1):
+        _still_takes_mail(session, round_.id, ISSUABLE)
+        link = item if isinstance(item, IssuedLink) else remint(session, item, keys)
+        if link is None:  # used meanwhile
+            session.rollback()
+            report.skipped.append(item.email)
+        else:
+            _deliver(session, mailer, round_, link, base_url, False, report)
+        progress(n, len(todo), link.email if link else item.email)
     return report
 
 
 def remind(session: Session, round_: Round, keys: Keys, mailer: Mailer, base_url: str, actor: str,
-           progress: Progress) -> MailReport:
+           progress: Progress, report: MailReport | None = None) -> MailReport:
     """Mail a fresh link to every address sent a link that is still unused (open rounds only).
 
     Addresses whose first message never went out are for `invite` to retry, not for reminders.
     """
-    if round_.status != "open":
-        raise IssueError(f"reminders go out while a round is open; this one is {round_.status}")
-    report = MailReport()
+    report = MailReport() if report is None else report
+    _still_takes_mail(session, round_.id, ("open",))
     pending = list(session.scalars(select(Invitation).where(
         Invitation.round_id == round_.id, Invitation.email.is_not(None),
         Invitation.last_sent_on.is_not(None), Invitation.is_used.is_(False)).order_by(Invitation.id)))
     audit.record(session, actor, "links.remind", round_.id, count=len(pending))
     session.commit()
     for n, invitation in enumerate(pending, start=1):
+        _still_takes_mail(session, round_.id, ("open",))
         link = remint(session, invitation, keys)
         if link is None:
             session.rollback()

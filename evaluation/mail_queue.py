@@ -10,6 +10,7 @@ the job's meta, which the round page reads; jobs and their reports are kept for 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from flask import current_app
@@ -20,20 +21,25 @@ from rq.job import Job
 
 from core.extensions import db
 from evaluation.errors import PingyiError
-from evaluation.inviting import MailReport, invite, remind
+from evaluation.inviting import MailReport, RoundClosedForMail, invite, remind
 from evaluation.mailer import Mailer, MailSettings
 from evaluation.models import Round
 
 #: A mailing of thousands of addresses at a few per second still ends within this.
 JOB_TIMEOUT = 4 * 3600
+#: The per-round lock lives this long unless the mailing holding it shows progress, so a worker
+#: killed mid-mailing holds up the next mailing of that round for at most this long.
+LOCK_SECONDS = 120
 #: Jobs, their reports and each round's list of mailings are kept this long.
 KEEP_SECONDS = 7 * 24 * 3600
 #: Mailings listed on the round page.
 RECENT = 10
 #: Failed addresses kept in a report; the rest are counted.
 MAX_FAILED_KEPT = 50
-#: Progress is written to Redis every this many messages (and at the end).
-PROGRESS_EVERY = 10
+#: Progress is written to Redis every this many messages, or this many seconds, and at the end.
+PROGRESS_EVERY, PROGRESS_SECONDS = 10, 15
+#: A started mailing that has shown no progress for this long is shown as stalled.
+STALLED_SECONDS = 300
 
 KINDS = ("invite", "remind")
 
@@ -47,9 +53,11 @@ class Mailing:
     """One queued mailing as the round page shows it."""
 
     id: str
-    kind: str
+    #: invite, remind, or None when the job has expired
+    kind: str | None
     group: str | None
-    #: queued, started, finished, failed (an unexpected error: see the worker's log) or gone
+    #: queued, started, stalled (started, no progress for a while), finished, failed (an
+    #: unexpected error: see the worker's log), cancelled, or gone (expired)
     status: str
     done: int
     total: int | None
@@ -57,16 +65,25 @@ class Mailing:
     skipped: int | None = None
     failed: tuple[tuple[str, str], ...] = ()
     failed_count: int = 0
-    #: Why a mailing stopped early (mail server unreachable, round closed ...), else None.
-    error: str | None = None
+    #: Why a mailing stopped early: (what, detail), what one of mail_server, round_closed, busy,
+    #: refused; else None.
+    error: tuple[str, str] | None = None
 
 
 def enabled(config) -> bool:
     return bool(config.redis_url)
 
 
+_CLIENTS: dict[str, Redis] = {}
+
+
 def _redis(config) -> Redis:
-    return Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    """One client (and connection pool) per Redis URL and process."""
+    client = _CLIENTS.get(config.redis_url)
+    if client is None:
+        client = _CLIENTS[config.redis_url] = Redis.from_url(
+            config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    return client
 
 
 def _round_key(config, round_id: int) -> str:
@@ -76,21 +93,24 @@ def _round_key(config, round_id: int) -> str:
 def enqueue(config, kind: str, round_id: int, actor: str, group_key: str | None = None,
             addresses: list[str] | None = None) -> str:
     """Queue a mailing of the round (invite: the addresses into the group; remind: everyone
-    unused); its job id. QueueUnavailable if Redis does not answer, and nothing is queued."""
+    unused); its job id. The job and the round's list of mailings are written in one
+    transaction: QueueUnavailable if Redis does not answer, and then nothing is queued."""
     if kind not in KINDS:
         raise ValueError(kind)
     addresses = list(addresses or ())
     try:
         conn = _redis(config)
-        job = Queue(config.mail_queue, connection=conn).enqueue_call(
-            run_mailing, kwargs={"kind": kind, "round_id": round_id, "actor": actor,
-                                 "group_key": group_key, "addresses": addresses},
-            timeout=JOB_TIMEOUT, result_ttl=KEEP_SECONDS, failure_ttl=KEEP_SECONDS,
-            meta={"kind": kind, "group": group_key, "done": 0,
-                  "total": len(addresses) if kind == "invite" else None})
         key = _round_key(config, round_id)
         with conn.pipeline() as pipe:
-            pipe.lpush(key, job.id).ltrim(key, 0, RECENT - 1).expire(key, KEEP_SECONDS).execute()
+            job = Queue(config.mail_queue, connection=conn).enqueue_call(
+                run_mailing, kwargs={"kind": kind, "round_id": round_id, "actor": actor,
+                                     "group_key": group_key, "addresses": addresses},
+                timeout=JOB_TIMEOUT, result_ttl=KEEP_SECONDS, failure_ttl=KEEP_SECONDS,
+                meta={"kind": kind, "group": group_key, "done": 0,
+                      "total": len(addresses) if kind == "invite" else None},
+                pipeline=pipe)
+            pipe.lpush(key, job.id).ltrim(key, 0, RECENT - 1).expire(key, KEEP_SECONDS)
+            pipe.execute()
     except RedisError as exc:
         raise QueueUnavailable(f"the mail queue (Redis) did not answer: {type(exc).__name__}") from None
     return job.id
@@ -107,17 +127,24 @@ def recent(config, round_id: int) -> list[Mailing]:
         raise QueueUnavailable(f"the mail queue (Redis) did not answer: {type(exc).__name__}") from None
 
 
+_STATES = {"queued": "queued", "deferred": "queued", "scheduled": "queued", "started": "started",
+           "finished": "finished", "failed": "failed", "stopped": "cancelled",
+           "canceled": "cancelled"}
+
+
 def _mailing(job_id: str, job: Job | None) -> Mailing:
     if job is None:  # expired or removed
-        return Mailing(job_id, "invite", None, "gone", 0, None)
+        return Mailing(job_id, None, None, "gone", 0, None)
     meta = job.meta
     status = job.get_status(refresh=False)
-    status = getattr(status, "value", status)
-    return Mailing(job_id, meta.get("kind", "invite"), meta.get("group"),
-                   status if status in ("queued", "started", "finished", "failed") else "queued",
+    status = _STATES.get(getattr(status, "value", status), "queued")
+    if status == "started" and time.time() - meta.get("beat", time.time()) > STALLED_SECONDS:
+        status = "stalled"
+    error = meta.get("error")
+    return Mailing(job_id, meta.get("kind", "invite"), meta.get("group"), status,
                    meta.get("done", 0), meta.get("total"), meta.get("sent"), meta.get("skipped"),
                    tuple(tuple(pair) for pair in meta.get("failed", ())),
-                   meta.get("failed_count", 0), meta.get("error"))
+                   meta.get("failed_count", 0), tuple(error) if error else None)
 
 
 def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = None,
@@ -125,41 +152,59 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
     """The worker's job: send, writing progress and the report into the job's meta.
 
     Runs in the worker's app context. A mail server that cannot be reached, or a round that no
-    longer takes mail, stops the mailing with its reason in the report; sending again is safe.
+    longer takes mail, stops the mailing with its reason in the report, and what was sent
+    before is counted; sending again is safe.
     """
     job = get_current_job()
     config = current_app.config["PINGYI"]
     keys = current_app.extensions["pingyi.keys"]
+    report = MailReport()
+    lock = job.connection.lock(f"{config.mail_queue}:lock:{round_id}", timeout=LOCK_SECONDS,
+                               blocking_timeout=LOCK_SECONDS + 10)
+    saved = [time.monotonic()]
+
+    def save(**values) -> None:
+        job.meta.update(values, beat=time.time(), sent=len(report.sent),
+                        skipped=len(report.skipped), failed=report.failed[:MAX_FAILED_KEPT],
+                        failed_count=len(report.failed))
+        job.save_meta()
+        saved[0] = time.monotonic()
 
     def progress(n: int, total: int, _address: str) -> None:
-        if n == total or n % PROGRESS_EVERY == 0:
-            job.meta.update(done=n, total=total)
-            job.save_meta()
+        lock.extend(LOCK_SECONDS, replace_ttl=True)
+        if n == total or n % PROGRESS_EVERY == 0 or time.monotonic() - saved[0] > PROGRESS_SECONDS:
+            save(done=n, total=total)
 
-    report = MailReport()
     try:
-        with job.connection.lock(f"{config.mail_queue}:lock:{round_id}", timeout=JOB_TIMEOUT,
-                                 blocking_timeout=JOB_TIMEOUT):
+        if not lock.acquire():
+            raise LockError("lock not acquired")
+        try:
+            save()
             round_ = db.session.get(Round, round_id)
             if round_ is None:
-                raise PingyiError(f"round {round_id} does not exist")
+                raise RoundClosedForMail("gone", ("draft", "open"))
             with Mailer(MailSettings.from_config(config)) as mailer:
                 if kind == "invite":
-                    report = invite(db.session, round_, group_key or "", addresses or [], keys,
-                                    mailer, config.base_url, actor, progress)
+                    invite(db.session, round_, group_key or "", addresses or [], keys, mailer,
+                           config.base_url, actor, progress, report)
                 else:
-                    report = remind(db.session, round_, keys, mailer, config.base_url, actor,
-                                    progress)
+                    remind(db.session, round_, keys, mailer, config.base_url, actor, progress,
+                           report)
+        finally:
+            try:
+                lock.release()
+            except LockError:  # expired meanwhile
+                pass
     except OSError as exc:  # smtplib's errors included
-        job.meta["error"] = f"mail server: {exc or type(exc).__name__}"
+        job.meta["error"] = ("mail_server", str(exc) or type(exc).__name__)
+    except RoundClosedForMail as exc:
+        job.meta["error"] = ("round_closed", exc.status)
     except PingyiError as exc:
-        job.meta["error"] = exc.message
+        job.meta["error"] = ("refused", exc.message)
     except LockError:
-        job.meta["error"] = "another mailing of this round did not finish in time"
-    finally:
+        job.meta["error"] = ("busy", "")
+    finally:  # what was done is kept, whatever stopped it (an unexpected error fails the job)
         db.session.remove()
-    job.meta.update(sent=len(report.sent), skipped=len(report.skipped),
-                    failed=report.failed[:MAX_FAILED_KEPT], failed_count=len(report.failed))
-    job.save_meta()
+        save()
     return {"sent": len(report.sent), "skipped": len(report.skipped),
             "failed": len(report.failed), "error": job.meta.get("error")}

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 import segno
 from flask import current_app, flash, jsonify, redirect, render_template, url_for
-from flask_babel import gettext as _, ngettext
+from flask_babel import get_locale, gettext as _, ngettext
 
 from core.extensions import db
 from evaluation import mail_queue
@@ -67,8 +67,9 @@ def send_invitations(round_id: int):
             flash(_("No address to send to."), "error")
         _flash_failed(bad)
         return _back(round_id)
-    _mail(lambda keys, mailer, base_url: invite(
-        db.session, round_, group_key, addresses, keys, mailer, base_url, actor(), _quiet), bad)
+    _mail(lambda keys, mailer, base_url, report: invite(
+        db.session, round_, group_key, addresses, keys, mailer, base_url, actor(), _quiet, report),
+        bad)
     return _back(round_id)
 
 
@@ -83,8 +84,8 @@ def send_reminders(round_id: int):
         else:
             _enqueue("remind", round_)
     else:
-        _mail(lambda keys, mailer, base_url: remind(
-            db.session, round_, keys, mailer, base_url, actor(), _quiet))
+        _mail(lambda keys, mailer, base_url, report: remind(
+            db.session, round_, keys, mailer, base_url, actor(), _quiet, report))
     return _back(round_id)
 
 
@@ -125,25 +126,29 @@ def _back(round_id: int):
 
 
 def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = ()) -> None:
-    """Run send(keys, mailer, base_url) over one mail connection and flash what it did."""
+    """Run send(keys, mailer, base_url, report) over one mail connection and flash what it did,
+    also when it stopped early."""
     config = current_app.config["PINGYI"]
     settings = MailSettings.from_config(config)
+    report, mailer = MailReport(), None
     try:
         with Mailer(settings) as mailer:
-            report = send(current_app.extensions["pingyi.keys"], mailer, config.base_url)
+            send(current_app.extensions["pingyi.keys"], mailer, config.base_url, report)
     except OSError as exc:
+        db.session.rollback()
         flash(_("Could not send through the mail server: %(error)s",
-                error=str(exc) or type(exc).__name__), "error")
-        return
+                error=_cut(str(exc) or type(exc).__name__)), "error")
     except PingyiError as exc:
+        db.session.rollback()
         flash(exc.message, "error")
-        return
-    failed = [*refused, *report.failed]
-    flash(_("Sent %(sent)s, skipped %(skipped)s (sent before), failed %(failed)s.",
-            sent=len(report.sent), skipped=len(report.skipped), failed=len(failed)),
-          "info" if failed else "success")
-    _flash_failed(failed)
-    if mailer.to_outbox:
+    else:
+        report.failed[:0] = refused
+    if report.sent or report.skipped or report.failed:
+        flash(_("Sent %(sent)s, skipped %(skipped)s (sent before), failed %(failed)s.",
+                sent=len(report.sent), skipped=len(report.skipped), failed=len(report.failed)),
+              "info" if report.failed else "success")
+        _flash_failed(report.failed)
+    if mailer is not None and mailer.to_outbox and report.sent:
         flash(_("No mail server is configured: the messages were written to %(folder)s",
                 folder=str(settings.outbox)), "info")
 
@@ -173,13 +178,16 @@ def mailings_of(round_) -> tuple[list[dict], bool]:
         mailings = mail_queue.recent(config, round_.id)
     except mail_queue.QueueUnavailable:
         return [], False
-    labels = {g.key: f"{g.label_zh} / {g.label_en}" for g in round_.groups}
+    zh = str(get_locale()).startswith("zh")
+    labels = {g.key: g.label_zh if zh else g.label_en for g in round_.groups}
     return [{"id": m.id, "what": _mailing_title(m, labels), "state": _mailing_state(m),
              "pending": m.status in ("queued", "started"), "sent": m.sent, "skipped": m.skipped,
              "failed_count": m.failed_count, "failed": m.failed} for m in mailings], True
 
 
 def _mailing_title(m: mail_queue.Mailing, labels: dict[str, str]) -> str:
+    if m.kind is None:
+        return _("Mailing")
     if m.kind == "remind":
         return _("Reminders")
     return _("Invitations: %(group)s", group=labels.get(m.group, m.group or "?"))
@@ -191,13 +199,26 @@ def _mailing_state(m: mail_queue.Mailing) -> str:
     if m.status == "started":
         return _("sending: %(done)s of %(total)s", done=m.done,
                  total=m.total if m.total is not None else "?")
+    if m.status == "stalled":
+        return _("stalled at %(done)s of %(total)s: the mail worker may have stopped; sending "
+                 "again finishes the job", done=m.done, total=m.total if m.total is not None else "?")
     if m.status == "failed":
-        return _("failed: see the mail worker's log")
+        return _("failed: see the mail worker's log; sending again is safe")
+    if m.status == "cancelled":
+        return _("cancelled")
     if m.status == "gone":
         return _("expired")
-    if m.error:
-        return _("stopped: %(error)s", error=m.error)
-    return _("done")
+    if m.error is None:
+        return _("done")
+    what, detail = m.error
+    if what == "mail_server":
+        return _("stopped: the mail server failed (%(detail)s); sending again is safe",
+                 detail=_cut(detail))
+    if what == "round_closed":
+        return _("stopped: the round is %(status)s now", status=_(detail))
+    if what == "busy":
+        return _("stopped: another mailing of this round did not finish; sending again is safe")
+    return _("stopped: %(detail)s", detail=_cut(detail))
 
 
 def show_turnout(round_id: int):

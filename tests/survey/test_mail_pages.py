@@ -185,7 +185,7 @@ def test_reminders_on_a_draft_round_are_refused_with_a_clear_error(client, sign_
     upload(post, round_, addresses)
     sent = len(inbox.messages)
     page = text(remind(post, round_))
-    assert "reminders go out while a round is open; this one is draft" in page
+    assert "this round is draft: mail goes out while it is open" in page
     assert len(inbox.messages) == sent
 
 
