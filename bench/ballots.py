@@ -1,13 +1,13 @@
 """Ballot throughput under gunicorn (2 workers) through real HTTP with CSRF, against a bare endpoint.
 
-    .venv/bin/python -m bench.ballots [--ballots 600] [--burst 500] [--threads 16] [--db sqlite|postgresql|all]
+    .venv/bin/python -m bench.ballots [--ballots 1500] [--burst 500] [--threads 16] [--db sqlite|postgresql|all]
 
 For each database (SQLite, and PostgreSQL where 127.0.0.1:5432 answers) it creates the example
 round, issues links, starts gunicorn, and from this separate process measures: the bare Flask
 endpoint, ballot pages (GET /ballot), casting (POST /ballot, sessions and CSRF tokens prepared
 beforehand), and a burst of phones casting at once. It then checks that every acknowledged ballot
 is stored exactly once. Prints requests/s, p50/p99 latency, errors, CPU time per request, and
-ratios to the bare endpoint (the mean of one run before the other phases and one after them).
+ratios to the bare endpoint (the mean of the bare runs just before and just after each phase).
 """
 
 from __future__ import annotations
@@ -197,13 +197,17 @@ def open_sessions(port: int, tokens: list[str], threads: int) -> list[tuple[Clie
 
 
 def measure(port: int, sessions: list, burst: list, args, cadres, items) -> list[dict]:
-    """The four measurements, in one server run."""
+    """The bare endpoint before and after each of the three phases (ballot pages, casting, the
+    burst), in one server run: this machine's speed drifts by tens of percent within minutes,
+    so each phase is compared with the bare runs right beside it."""
     results = []
     n = args.requests
 
     def bare(name):
-        return summarise(name, *run_parallel(
+        result = summarise(name, *run_parallel(
             [None] * n, lambda _j, c=threading.local(): _get(c, port, "/bare/"), args.threads))
+        result["bare"] = True
+        return result
 
     results.append(bare("bare endpoint"))
     pagers = queue.SimpleQueue()  # each thread borrows a session of its own
@@ -218,6 +222,7 @@ def measure(port: int, sessions: list, burst: list, args, cadres, items) -> list
             pagers.put(client)
 
     results.append(summarise("ballot page", *run_parallel([None] * n, page, args.threads)))
+    results.append(bare("bare endpoint"))
     casts = sessions[args.threads:]
     acknowledged = []
 
@@ -234,13 +239,12 @@ def measure(port: int, sessions: list, burst: list, args, cadres, items) -> list
                 for index, (client, csrf) in enumerate(phones, start=start)]
 
     results.append(summarise("casting", *run_parallel(jobs(casts), cast, args.threads)))
+    results.append(bare("bare endpoint"))
     burst_result = summarise("burst of phones", *run_parallel(
         jobs(burst, start=len(casts)), cast, args.burst_threads))
     burst_result["wall"] = burst_result["n"] / burst_result["rate"] if burst_result["rate"] else 0
-    # The machine's speed drifts during a run: the yardstick is measured again at the end, and
-    # the ratios are to the mean of both.
-    results.insert(1, bare("bare, again"))
     results.append(burst_result)
+    results.append(bare("bare endpoint"))
     results.append({"acknowledged": len(acknowledged)})
     return results
 
@@ -287,18 +291,23 @@ def bench_database(label: str, database_url: str, args, cadres, items) -> None:
 
 
 def report(label: str, results: list[dict], stored: tuple[int, int, int], args) -> None:
+    """One line per run in the order measured; a phase's ratio is to the mean of the bare runs
+    just before and just after it."""
     acknowledged = results.pop()["acknowledged"]
-    bare = (results[0]["rate"] + results[1]["rate"]) / 2
     kind = f"gthread workers x {args.server_threads} threads" if args.server_threads > 1 else "sync workers"
     print(f"\n== {label}: gunicorn 2 {kind}, {args.threads} client threads, "
           f"mix every {args.mix_every} ballots ==")
     print(f"{'':18} {'n':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'of bare':>8}"
           f"   CPU ms/req: {'server':>6} {'db':>5} {'client':>6}")
-    for r in results:
+    for k, r in enumerate(results):
+        ratio = "" if r.get("bare") else \
+            f"{r['rate'] / ((results[k - 1]['rate'] + results[k + 1]['rate']) / 2):>8.1%}"
         print(f"{r['name']:18} {r['n']:>6} {r['rate']:>9.1f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
-              f"{r['errors']:>6} {r['rate'] / bare:>8.1%} {'':>12} {r['server_ms']:>6.2f} "
+              f"{r['errors']:>6} {ratio:>8} {'':>12} {r['server_ms']:>6.2f} "
               f"{r['database_ms']:>5.2f} {r['client_ms']:>6.2f}")
-    burst = results[-1]
+    bares = [r["rate"] for r in results if r.get("bare")]
+    print(f"bare endpoint: {min(bares):.0f} to {max(bares):.0f} req/s over the run")
+    burst = next(r for r in results if r["name"] == "burst of phones")
     print(f"burst: {burst['n']} phones cast in {burst['wall']:.2f} s with {burst['errors']} errors "
           f"({args.burst_threads} at once)")
     ballots, receipts, used = stored
@@ -310,7 +319,7 @@ def report(label: str, results: list[dict], stored: tuple[int, int, int], args) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000, help="requests for bare and page phases")
-    parser.add_argument("--ballots", type=int, default=600, help="ballots in the casting phase")
+    parser.add_argument("--ballots", type=int, default=1500, help="ballots in the casting phase")
     parser.add_argument("--burst", type=int, default=500, help="phones in the burst")
     parser.add_argument("--threads", type=int, default=16, help="client threads")
     parser.add_argument("--burst-threads", type=int, default=100, help="phones casting at once")
