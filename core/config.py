@@ -45,9 +45,9 @@ class Config:
     mail_password: str | None = None
     mail_use_tls: bool = False
     mail_sender: str = "pingyi@localhost"
-    #: Name of the Redis queue (and prefix of its keys) for mail, where REDIS_URL is set: give
-    #: each Pingyi instance that shares a Redis server a name of its own.
-    mail_queue: str = "pingyi-mail"
+    #: Where REDIS_URL is set: the prefix of this instance's keys there (rate limits, the mail
+    #: queue). Give each Pingyi instance that shares a Redis server a prefix of its own.
+    redis_prefix: str = "pingyi"
     #: Werkzeug hash method for staff passwords; tests lower its cost.
     password_hash_method: str = "scrypt"
     login_rate_limit: str = "10 per minute"
@@ -92,7 +92,7 @@ class Config:
             mail_password=env.get("MAIL_PASSWORD") or None,
             mail_use_tls=env.get("MAIL_USE_TLS", "").lower() in ("1", "true", "yes"),
             mail_sender=env.get("MAIL_SENDER") or "pingyi@localhost",
-            mail_queue=env.get("PINGYI_MAIL_QUEUE") or "pingyi-mail",
+            redis_prefix=env.get("PINGYI_REDIS_PREFIX") or "pingyi",
             base_url=(env.get("PINGYI_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
             mix_every=int(env.get("PINGYI_MIX_EVERY") or 20),
             proxy_fix=env.get("PINGYI_PROXY_FIX", "").lower() in ("1", "true", "yes"),
@@ -110,6 +110,11 @@ class Config:
             raise ConfigError(
                 "PINGYI_ENV=production needs a real SECRET_KEY of at least 32 characters "
                 f"(for example: {secrets.token_urlsafe(32)})")
+
+    @property
+    def mail_queue(self) -> str:
+        """Name of the Redis queue for mail (RQ's keys carry it; Pingyi's own keys start with it)."""
+        return f"{self.redis_prefix}-mail"
 
     def replace(self, **changes) -> "Config":
         """A copy with some settings changed."""

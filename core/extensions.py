@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import current_app
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -33,4 +34,12 @@ migrate = Migrate()
 csrf = CSRFProtect()
 babel = Babel()
 login_manager = LoginManager()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def client_key() -> str:
+    """Rate limits count per client address, in this instance's namespace: instances that
+    share a Redis server (PINGYI_REDIS_PREFIX) keep separate budgets."""
+    return f"{current_app.config['PINGYI'].redis_prefix}/{get_remote_address()}"
+
+
+limiter = Limiter(key_func=client_key, default_limits=[])

@@ -190,3 +190,30 @@ def test_a_cast_finds_its_invitation_by_key_right_after_a_large_issue(session, m
     ).scalars())
     assert "pk_invitations" in plan or "uq_invitations_token_hash" in plan, plan
     assert "WHERE id = %(i)s AND round_id = %(r)s" in " ".join(_PG_CAST.split())
+
+
+def test_with_redis_the_workers_share_one_budget_of_invalid_attempts(config):
+    """Two app instances (two gunicorn workers) on one Redis: the budget of invalid links and
+    codes of an address is counted across both, in this instance's keys only."""
+    import secrets as random
+
+    from redis import Redis
+
+    from tests.conftest import REDIS_TEST_URL, require_redis
+    from wsgi import create_app
+    require_redis()
+    prefix = f"pingyi-test-{random.token_hex(6)}"
+    shared = config.replace(redis_url=REDIS_TEST_URL, redis_prefix=prefix,
+                            link_rate_limit="4 per minute")
+    workers = [create_app(shared).test_client(), create_app(shared).test_client()]
+    redis = Redis.from_url(REDIS_TEST_URL)
+    try:
+        statuses = [workers[n % 2].get(f"/v/forged-{n}").status_code for n in range(6)]
+        assert statuses == [404, 404, 404, 404, 429, 429]
+        assert any(redis.scan_iter(f"*{prefix}/*"))
+        # another instance on the same Redis server keeps a budget of its own
+        neighbour = create_app(shared.replace(redis_prefix=prefix + "-b")).test_client()
+        assert neighbour.get("/v/forged").status_code == 404
+    finally:
+        for key in redis.scan_iter(f"*{prefix}*"):
+            redis.delete(key)

@@ -29,10 +29,11 @@ class MailQueue:
     """The app switched to a queue of its own in the test Redis, and a worker to drain it."""
 
     def __init__(self, app):
-        self.app, self.name = app, f"pingyi-test-{secrets.token_hex(6)}"
+        self.app, prefix = app, f"pingyi-test-{secrets.token_hex(6)}"
         self.redis = Redis.from_url(REDIS_TEST_URL)
         app.config["PINGYI"] = app.config["PINGYI"].replace(redis_url=REDIS_TEST_URL,
-                                                            mail_queue=self.name)
+                                                            redis_prefix=prefix)
+        self.name = app.config["PINGYI"].mail_queue
 
     def queued(self) -> int:
         return Queue(self.name, connection=self.redis).count
