@@ -21,6 +21,12 @@ from evaluation.models import Invitation, Round
 
 Progress = Callable[[int, int, str], None]
 
+#: Why a file or an address is refused: commands print these, pages show them translated.
+EMPTY_FILE = "file: it is empty"
+NO_EMAIL_COLUMN = "row 1: an 'email' column is required"
+NOT_AN_ADDRESS = "row {row}: not an e-mail address"
+OTHER_GROUP = "invited already, in another group"
+
 
 @dataclass
 class MailReport:
@@ -35,16 +41,16 @@ def read_addresses(filename: str, data: bytes) -> tuple[list[str], list[tuple[st
     """Addresses from the `email` column of a CSV or XLSX file, and the bad ones with why."""
     rows = [r for r in read_table(filename, data) if any(r)]
     if not rows:
-        raise ImportRowsError("file: it is empty")
+        raise ImportRowsError(EMPTY_FILE)
     header = [h.strip().lower() for h in rows[0]]
     column = next((i for i, h in enumerate(header) if h in ("email", "e-mail", "邮箱", "电子邮箱")), None)
     if column is None:
-        raise ImportRowsError("row 1: an 'email' column is required")
+        raise ImportRowsError(NO_EMAIL_COLUMN)
     good, bad, seen = [], [], set()
     for number, row in enumerate(rows[1:], start=2):
         address = (row[column] if column < len(row) else "").strip().lower()
         if not EMAIL_RE.match(address) or len(address) > 254:
-            bad.append((address or f"(row {number})", f"row {number}: not an e-mail address"))
+            bad.append((address or f"(row {number})", NOT_AN_ADDRESS.format(row=number)))
         elif address not in seen:
             seen.add(address)
             good.append(address)
@@ -103,7 +109,7 @@ def invite(session: Session, round_: Round, group_key: str, addresses: list[str]
     unsent = []
     for address, inv in existing.items():
         if inv.group_id != group.id:
-            report.failed.append((address, "invited already, in another group"))
+            report.failed.append((address, OTHER_GROUP))
         elif inv.last_sent_on is not None:
             report.skipped.append(address)
         elif not inv.is_used:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import segno
@@ -13,7 +14,10 @@ from evaluation import mail_queue
 from evaluation.errors import PingyiError
 from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
 from evaluation.invitations import issue_links, turnout
-from evaluation.inviting import MailReport, invite, read_addresses, remind
+from evaluation.inviting import (
+    EMPTY_FILE, NO_EMAIL_COLUMN, NOT_AN_ADDRESS, OTHER_GROUP, MailReport, invite, read_addresses,
+    remind,
+)
 from evaluation.mailer import Mailer, MailSettings
 from evaluation.views.access import actor, round_or_404
 
@@ -57,7 +61,7 @@ def send_invitations(round_id: int):
     try:
         addresses, bad = read_addresses(form.file.data.filename or "", form.file.data.read())
     except PingyiError as exc:
-        flash(exc.message, "error")
+        flash(_reason(exc.message), "error")
         return _back(round_id)
     group_key = form.group.data
     if mail_queue.enabled(current_app.config["PINGYI"]):
@@ -156,12 +160,29 @@ def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = 
 def _flash_failed(failed: Sequence[tuple[str, str]]) -> None:
     """One message per address not sent, up to a limit; the rest counted."""
     for address, why in failed[:MAX_FAILED_SHOWN]:
-        flash(_("Not sent: %(address)s: %(reason)s", address=_cut(address), reason=_cut(why)),
-              "error")
+        flash(_("Not sent: %(address)s: %(reason)s", address=_cut(address),
+                reason=_cut(_reason(why))), "error")
     if len(failed) > MAX_FAILED_SHOWN:
         more = len(failed) - MAX_FAILED_SHOWN
         flash(ngettext("… and %(num)s more address not sent.", "… and %(num)s more addresses not sent.",
                        more), "error")
+
+
+_NOT_AN_ADDRESS = re.compile(re.escape(NOT_AN_ADDRESS).replace(r"\{row\}", r"(\d+)"))
+
+
+def _reason(why: str) -> str:
+    """A reason Pingyi gives for a refused file or address, in the page's language (what a
+    mail server said stays as it said it)."""
+    if why == EMPTY_FILE:
+        return _("The file is empty.")
+    if why == NO_EMAIL_COLUMN:
+        return _("Row 1: an “email” column is required.")
+    if why == OTHER_GROUP:
+        return _("invited already, in another group")
+    if match := _NOT_AN_ADDRESS.fullmatch(why):
+        return _("row %(row)s: not an e-mail address", row=match.group(1))
+    return why
 
 
 def _cut(text: str) -> str:
@@ -182,7 +203,9 @@ def mailings_of(round_) -> tuple[list[dict], bool]:
     labels = {g.key: g.label_zh if zh else g.label_en for g in round_.groups}
     return [{"id": m.id, "what": _mailing_title(m, labels), "state": _mailing_state(m),
              "pending": m.status in ("queued", "started"), "sent": m.sent, "skipped": m.skipped,
-             "failed_count": m.failed_count, "failed": m.failed} for m in mailings], True
+             "failed_count": m.failed_count,
+             "failed": [(address, _reason(why)) for address, why in m.failed]}
+            for m in mailings], True
 
 
 def _mailing_title(m: mail_queue.Mailing, labels: dict[str, str]) -> str:

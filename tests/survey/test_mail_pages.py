@@ -111,7 +111,7 @@ def test_file_without_an_email_column_is_refused(client, sign_in, post, make_rou
     round_ = make_round("open")
     path = tmp_path / "people.csv"
     path.write_text("name\nx\n")
-    assert "row 1: an 'email' column is required" in text(upload(post, round_, path))
+    assert "Row 1: an “email” column is required." in text(upload(post, round_, path))
     assert inbox.messages == [] and invited(session) == 0
 
 
@@ -198,3 +198,16 @@ def test_the_invitation_report_is_in_chinese_for_a_chinese_browser(client, sign_
     page = text(upload(post, round_, addresses))
     assert "已发送 2 封，跳过 0 封（此前已发送），失败 2 封。" in page
     assert "未发送：not-an-address：" in page
+
+
+def test_refusals_of_pingyi_s_own_show_in_the_page_s_language(client, sign_in, post, make_round,
+                                                             inbox, addresses, tmp_path):
+    sign_in()
+    round_ = make_round("open")
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    page = text(upload(post, round_, addresses))
+    assert "未发送：not-an-address：第 4 行：不是电子邮箱地址" in page
+    assert f"未发送：{REFUSED}：" in page  # the mail server's own words follow, as it said them
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert "文件是空的。" in text(upload(post, round_, empty))
