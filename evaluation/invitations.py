@@ -46,6 +46,8 @@ class IssuedLink:
     token: str
     code: str
     email: str | None = None
+    #: What the database keeps of this link (the hash of its secret).
+    token_hash: str = ""
 
     @property
     def display_code(self) -> str:
@@ -132,8 +134,8 @@ def issue_links(session: Session, round_: Round, group_key: str, count: int, key
             session.rollback()
             logging.getLogger("pingyi").warning("ANALYZE invitations skipped: %s",
                                                 type(exc).__name__)
-    return [IssuedLink(inv.id, keys.signer.dumps(round_.id, secret), code, inv.email)
-            for inv, secret, code in issued]
+    return [IssuedLink(inv.id, keys.signer.dumps(round_.id, secret), code, inv.email,
+                       inv.token_hash) for inv, secret, code in issued]
 
 
 def remint(session: Session, invitation: Invitation, keys: Keys) -> IssuedLink | None:
@@ -141,15 +143,70 @@ def remint(session: Session, invitation: Invitation, keys: Keys) -> IssuedLink |
 
     None when the invitation was used meanwhile: the conditional update touches no row.
     """
+    return _reissue(session, invitation.id, invitation.round_id, invitation.email, keys,
+                    Invitation.is_used.is_(False))
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An invitation as a mailing listed it: its link and when it was last mailed, then."""
+
+    id: int
+    round_id: int
+    email: str
+    token_hash: str
+    code_hash: str
+    last_sent_on: dt.date | None
+
+
+def reissue_to_send(session: Session, listed: Listed, keys: Keys, sent_on: dt.date
+                    ) -> IssuedLink | None:
+    """Give a listed invitation a fresh link and mark it mailed on `sent_on`, if it is unused
+    and no one has re-issued or mailed it since it was listed; commits, so nothing stays locked
+    while the message goes out. None (and nothing changed) otherwise: a concurrent mailing, or
+    a vote, got there first."""
+    link = _reissue(session, listed.id, listed.round_id, listed.email, keys,
+                    Invitation.is_used.is_(False), Invitation.token_hash == listed.token_hash,
+                    Invitation.last_sent_on.is_not_distinct_from(listed.last_sent_on),
+                    last_sent_on=sent_on)
+    (session.commit if link else session.rollback)()
+    return link
+
+
+def mark_sent(session: Session, link: IssuedLink, sent_on: dt.date) -> bool:
+    """Mark a new link mailed on `sent_on` before its message goes out, if no one has re-issued
+    or mailed it since; commits. False (nothing changed) otherwise."""
+    done = session.execute(
+        update(Invitation).where(Invitation.id == link.invitation_id,
+                                 Invitation.token_hash == link.token_hash,
+                                 Invitation.last_sent_on.is_(None))
+        .values(last_sent_on=sent_on).execution_options(synchronize_session=False)).rowcount == 1
+    (session.commit if done else session.rollback)()
+    return done
+
+
+def unsend(session: Session, link: IssuedLink, restore: dict) -> None:
+    """Undo mark_sent or reissue_to_send after the message could not go out: put back what
+    `restore` names (a reminder's refused message gives the voter's previous link back), unless
+    the link has changed since; commits."""
+    session.execute(
+        update(Invitation).where(Invitation.id == link.invitation_id,
+                                 Invitation.token_hash == link.token_hash)
+        .values(**restore).execution_options(synchronize_session=False))
+    session.commit()
+
+
+def _reissue(session: Session, invitation_id: int, round_id: int, email: str | None, keys: Keys,
+             *conditions, **values) -> IssuedLink | None:
     secret, code = _new_secret(), _new_code()
+    token_hash = token_digest(secret)
     result = session.execute(
-        update(Invitation).where(Invitation.id == invitation.id, Invitation.is_used.is_(False))
-        .values(token_hash=token_digest(secret), code_hash=code_digest(code, keys.secret_keys[0]))
+        update(Invitation).where(Invitation.id == invitation_id, *conditions)
+        .values(token_hash=token_hash, code_hash=code_digest(code, keys.secret_keys[0]), **values)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         return None
-    return IssuedLink(invitation.id, keys.signer.dumps(invitation.round_id, secret), code,
-                      invitation.email)
+    return IssuedLink(invitation_id, keys.signer.dumps(round_id, secret), code, email, token_hash)
 
 
 _INVITATIONS, _ROUNDS = Invitation.__table__, Round.__table__
@@ -215,4 +272,5 @@ def turnout(session: Session, round_: Round) -> list[dict]:
 
 
 __all__ = ["BadLinkError", "IssueError", "IssuedLink", "Keys", "NotFoundError", "UnknownLinkError",
-           "find_by_code", "find_by_token", "find_for_ticket", "issue_links", "remint", "turnout"]
+           "find_by_code", "find_by_token", "find_for_ticket", "issue_links", "mark_sent", "remint",
+           "reissue_to_send", "turnout", "unsend"]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from evaluation import audit
 from evaluation.accounts import EMAIL_RE
 from evaluation.imports import read_table
 from evaluation.invitations import (
-    ISSUABLE, IssueError, IssuedLink, Keys, group_of, issue_links, remint,
+    ISSUABLE, MAX_LINKS_AT_ONCE, IssueError, IssuedLink, Keys, Listed, group_of, issue_links,
+    mark_sent, reissue_to_send, unsend,
 )
 from evaluation.errors import ImportRowsError
 from evaluation.mailer import Mailer, MailError, invitation_message
@@ -74,22 +77,34 @@ def _still_takes_mail(session: Session, round_id: int, statuses: tuple[str, ...]
 
 
 def _deliver(session: Session, mailer: Mailer, round_: Round, link: IssuedLink, base_url: str,
-             reminder: bool, report: MailReport) -> None:
-    """Send one link; commit it as sent (with whatever issued it), or roll that back."""
+             reminder: bool, report: MailReport, restore: dict) -> None:
+    """Send one link, already marked as mailed (committed: nothing stays locked meanwhile);
+    if the message cannot go out, put back `restore` (see unsend)."""
     message = invitation_message(mailer.settings.sender, link.email, round_.title,
                                  f"{base_url}/v/{link.token}", link.display_code, reminder)
     try:
         mailer.send(message)
     except MailError as exc:
-        session.rollback()
+        unsend(session, link, restore)
         # A server's refusal may quote the message: the report never shows the link or code.
         why = exc.args[0].replace(link.token, "…").replace(link.display_code, "…")
         report.failed.append((link.email, why))
         return
-    session.execute(update(Invitation).where(Invitation.id == link.invitation_id)
-                    .values(last_sent_on=dt.date.today()).execution_options(synchronize_session=False))
-    session.commit()
+    except BaseException:  # the mail server went away: this one was not sent either
+        session.rollback()
+        try:
+            unsend(session, link, restore)
+        except SQLAlchemyError as exc:
+            session.rollback()
+            logging.getLogger("pingyi").warning("could not mark a message as unsent: %s",
+                                                type(exc).__name__)
+        raise
     report.sent.append(link.email)
+
+
+def _listed(invitation: Invitation) -> Listed:
+    return Listed(invitation.id, invitation.round_id, invitation.email, invitation.token_hash,
+                  invitation.code_hash, invitation.last_sent_on)
 
 
 def invite(session: Session, round_: Round, group_key: str, addresses: list[str], keys: Keys,
@@ -97,8 +112,11 @@ def invite(session: Session, round_: Round, group_key: str, addresses: list[str]
            report: MailReport | None = None) -> MailReport:
     """Send every new address its own link; addresses already sent to are skipped.
 
-    Pass `report` to keep what was done when the mailing stops early (a mail server that goes
-    away, a round that closes meanwhile: RoundClosedForMail).
+    Each link is marked as mailed (and committed) just before its message goes out, and put
+    back if the message cannot go out, so a second mailing running at the same time, or started
+    again after a crash, never mails the same address a second link. Pass `report` to keep what
+    was done when the mailing stops early (a mail server that goes away, a round that closes
+    meanwhile: RoundClosedForMail).
     """
     report = MailReport() if report is None else report
     _still_takes_mail(session, round_.id, ISSUABLE)
@@ -106,27 +124,32 @@ def invite(session: Session, round_: Round, group_key: str, addresses: list[str]
     existing = {inv.email: inv for inv in session.scalars(select(Invitation).where(
         Invitation.round_id == round_.id, Invitation.email.in_(addresses)))} if addresses else {}
     new = [a for a in addresses if a not in existing]
-    unsent = []
+    unsent: list[Listed] = []
     for address, inv in existing.items():
         if inv.group_id != group.id:
             report.failed.append((address, OTHER_GROUP))
         elif inv.last_sent_on is not None:
             report.skipped.append(address)
         elif not inv.is_used:
-            unsent.append(inv)
-    links = issue_links(session, round_, group.key, len(new), keys, actor, emails=new) if new else []
-    # An invitation issued before but never sent gets a fresh link just before its message, and
-    # both are committed together, or rolled back together if the message is refused.
-    todo: list[IssuedLink | Invitation] = [*links, *unsent]
+            unsent.append(_listed(inv))  # issued before, never sent: a fresh link goes out
+    links: list[IssuedLink] = []
+    for start in range(0, len(new), MAX_LINKS_AT_ONCE):
+        chunk = new[start:start + MAX_LINKS_AT_ONCE]
+        links += issue_links(session, round_, group.key, len(chunk), keys, actor, emails=chunk)
+    todo: list[IssuedLink | Listed] = [*links, *unsent]
+    today = dt.date.today()
     for n, item in enumerate(todo, start=1):
         _still_takes_mail(session, round_.id, ISSUABLE)
-        link = item if isinstance(item, IssuedLink) else remint(session, item, keys)
-        if link is None:  # used meanwhile
-            session.rollback()
+        if isinstance(item, IssuedLink):
+            link = item if mark_sent(session, item, today) else None
+        else:
+            link = reissue_to_send(session, item, keys, today)
+        if link is None:  # mailed by another run, or used, meanwhile
             report.skipped.append(item.email)
         else:
-            _deliver(session, mailer, round_, link, base_url, False, report)
-        progress(n, len(todo), link.email if link else item.email)
+            _deliver(session, mailer, round_, link, base_url, False, report,
+                     restore={"last_sent_on": None})
+        progress(n, len(todo), item.email)
     return report
 
 
@@ -134,22 +157,25 @@ def remind(session: Session, round_: Round, keys: Keys, mailer: Mailer, base_url
            progress: Progress, report: MailReport | None = None) -> MailReport:
     """Mail a fresh link to every address sent a link that is still unused (open rounds only).
 
-    Addresses whose first message never went out are for `invite` to retry, not for reminders.
+    A reminder that cannot go out gives the voter's previous link back. Addresses whose first
+    message never went out are for `invite` to retry, not for reminders.
     """
     report = MailReport() if report is None else report
     _still_takes_mail(session, round_.id, ("open",))
-    pending = list(session.scalars(select(Invitation).where(
+    pending = [_listed(inv) for inv in session.scalars(select(Invitation).where(
         Invitation.round_id == round_.id, Invitation.email.is_not(None),
-        Invitation.last_sent_on.is_not(None), Invitation.is_used.is_(False)).order_by(Invitation.id)))
+        Invitation.last_sent_on.is_not(None), Invitation.is_used.is_(False)).order_by(Invitation.id))]
     audit.record(session, actor, "links.remind", round_.id, count=len(pending))
     session.commit()
-    for n, invitation in enumerate(pending, start=1):
+    today = dt.date.today()
+    for n, listed in enumerate(pending, start=1):
         _still_takes_mail(session, round_.id, ("open",))
-        link = remint(session, invitation, keys)
-        if link is None:
-            session.rollback()
-            report.skipped.append(invitation.email)
+        link = reissue_to_send(session, listed, keys, today)
+        if link is None:  # used, or reminded by another run, meanwhile
+            report.skipped.append(listed.email)
         else:
-            _deliver(session, mailer, round_, link, base_url, True, report)
-        progress(n, len(pending), invitation.email)
+            _deliver(session, mailer, round_, link, base_url, True, report, restore={
+                "token_hash": listed.token_hash, "code_hash": listed.code_hash,
+                "last_sent_on": listed.last_sent_on})
+        progress(n, len(pending), listed.email)
     return report
