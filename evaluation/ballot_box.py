@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.database import sqlite_writer
@@ -297,14 +297,21 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
 #: voter's reply waits too) and at close.
 SNAPSHOT_WAIT_OPEN, SNAPSHOT_WAIT_CLOSE = 1.0, 20.0
 
-#: Sessions of this database that may still see what a mix deleted. Every role sees every
-#: session's backend_xmin and backend_xid; vacuums (autovacuum workers) do not hold rows back.
+#: What may still see the row versions a mix deleted: sessions of this database with a snapshot
+#: or a transaction as old as the mix (every role sees every session's backend_xmin and
+#: backend_xid; plain vacuums hold nothing back), prepared transactions, and replication slots.
 _OLDER_SNAPSHOTS = text("""
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid()
-  AND backend_type IS DISTINCT FROM 'autovacuum worker'
-  AND (age(backend_xmin) >= age(CAST(:x AS xid)) OR age(backend_xid) >= age(CAST(:x AS xid)))
+SELECT (SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND pid NOT IN (SELECT pid FROM pg_stat_progress_vacuum)
+          AND (age(backend_xmin) >= age(CAST(:x AS xid)) OR age(backend_xid) >= age(CAST(:x AS xid))))
+     + (SELECT count(*) FROM pg_prepared_xacts
+        WHERE database = current_database() AND age(transaction) >= age(CAST(:x AS xid)))
+     + (SELECT count(*) FROM pg_replication_slots WHERE age(xmin) >= age(CAST(:x AS xid)))
 """)
+#: A vacuum after a mix gives up rather than queue this long for a table's lock (and make every
+#: reader of that table queue behind it).
+VACUUM_LOCK_TIMEOUT = "10s"
 
 
 def _wait_for_older_snapshots(conn, mix_xid: int, timeout: float) -> bool:
@@ -339,22 +346,40 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
     mix_xid = session.info.pop(_MIX_XID, None)
     engine = session.get_bind()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if engine.dialect.name == "postgresql" and mix_xid is not None and not \
-                _wait_for_older_snapshots(conn, mix_xid, SNAPSHOT_WAIT_CLOSE if full else SNAPSHOT_WAIT_OPEN):
-            logging.getLogger("pingyi").warning(
-                "vacuum after a mix: a transaction older than the mix is still running; the row "
-                "versions it may see stay until a later vacuum")
-        if engine.dialect.name == "postgresql" and full:
-            for table, _where in MIXED_TABLES:
-                conn.execute(text(f"VACUUM FULL {table}"))
-        elif engine.dialect.name == "postgresql":
-            # Casts go on meanwhile; an autovacuum already at work is left to finish the job.
-            conn.execute(text("VACUUM (SKIP_LOCKED) invitations"))
+        if engine.dialect.name == "postgresql":
+            _vacuum_postgresql(conn, mix_xid, full)
         elif engine.dialect.name == "sqlite":
             with sqlite_writer(engine):  # casts wait in line rather than in the busy handler
                 if full:
                     conn.exec_driver_sql("VACUUM")
                 _checkpoint(conn, attempts=20 if full else 1)
+
+
+def _vacuum_postgresql(conn, mix_xid: int | None, full: bool) -> None:
+    log = logging.getLogger("pingyi")
+    tables = ", ".join(table for table, _where in MIXED_TABLES)
+    if mix_xid is not None and not _wait_for_older_snapshots(
+            conn, mix_xid, SNAPSHOT_WAIT_CLOSE if full else SNAPSHOT_WAIT_OPEN):
+        if full:  # VACUUM FULL would copy those versions into its new files: no use now
+            log.warning("close: a transaction older than the closing mix is still running, so "
+                        "the old row versions stay for now; once it has ended, run: "
+                        "VACUUM FULL %s", tables)
+            return
+        log.warning("mix: a transaction older than the mix is still running; the row versions "
+                    "it may see stay until a later vacuum")
+    conn.exec_driver_sql(f"SET lock_timeout = '{VACUUM_LOCK_TIMEOUT}'")
+    try:
+        if full:
+            for table, _where in MIXED_TABLES:
+                conn.exec_driver_sql(f"VACUUM FULL {table}")
+        else:  # casts go on meanwhile; an autovacuum already at work is left to finish the job
+            conn.exec_driver_sql("VACUUM (SKIP_LOCKED) invitations")
+    except OperationalError as exc:  # the lock timeout: someone holds a table
+        log.warning("vacuum after a mix gave up waiting for a lock (%s); once the tables are "
+                    "free, run: VACUUM%s %s", type(exc.orig).__name__, " FULL" if full else "",
+                    tables if full else "invitations")
+    finally:
+        conn.exec_driver_sql("RESET lock_timeout")
 
 
 def _checkpoint(conn, attempts: int) -> None:
