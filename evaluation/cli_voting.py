@@ -64,7 +64,7 @@ def _mail(round_id: int, send, bad: list[tuple[str, str]] = ()) -> None:
     (also when it stopped early), exit 1 if anything failed."""
     config, keys = _context()
     settings = MailSettings.from_config(config)
-    report, mailer = MailReport(), None
+    report, mailer = MailReport(failed=list(bad)), None
     try:
         with Mailer(settings) as mailer:
             send(get_round(db.session, round_id), keys, mailer, config.base_url, report)
@@ -73,7 +73,6 @@ def _mail(round_id: int, send, bad: list[tuple[str, str]] = ()) -> None:
         if report.sent or report.skipped or report.failed:
             _print_report(report, mailer is not None and mailer.to_outbox, settings.outbox)
         refuse([f"mail server: {exc}"] if isinstance(exc, OSError) else exc.problems)
-    report.failed[:0] = bad
     _print_report(report, mailer.to_outbox, settings.outbox)
     sys.exit(1 if report.failed else 0)
 

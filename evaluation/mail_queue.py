@@ -10,6 +10,8 @@ the job's meta, which the round page reads; jobs and their reports are kept for 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -48,6 +50,10 @@ class QueueUnavailable(PingyiError):
     """Redis did not answer: nothing was queued."""
 
 
+class _RoundMissing(Exception):
+    """The job's round is not in this database."""
+
+
 @dataclass(frozen=True)
 class Mailing:
     """One queued mailing as the round page shows it."""
@@ -65,8 +71,8 @@ class Mailing:
     skipped: int | None = None
     failed: tuple[tuple[str, str], ...] = ()
     failed_count: int = 0
-    #: Why a mailing stopped early: (what, detail), what one of mail_server, round_closed, busy,
-    #: refused; else None.
+    #: Why a mailing stopped early: (what, detail), what one of mail_server, round_closed,
+    #: round_missing, busy, refused, other_instance; else None.
     error: tuple[str, str] | None = None
 
 
@@ -84,6 +90,13 @@ def _redis(config) -> Redis:
         client = _CLIENTS[config.redis_url] = Redis.from_url(
             config.redis_url, socket_connect_timeout=2, socket_timeout=5)
     return client
+
+
+def _instance_tags(config) -> tuple[str, ...]:
+    """Who queued a job: a keyed hash of the secret key (and of the fallback keys, so that a
+    rotation does not strand queued mail). A worker runs only the jobs of its own instance."""
+    return tuple(hmac.new(key.encode(), b"pingyi mail queue", hashlib.sha256).hexdigest()[:16]
+                 for key in (config.secret_key, *config.secret_key_fallbacks))
 
 
 def _round_key(config, round_id: int) -> str:
@@ -104,7 +117,8 @@ def enqueue(config, kind: str, round_id: int, actor: str, group_key: str | None 
         with conn.pipeline() as pipe:
             job = Queue(config.mail_queue, connection=conn).enqueue_call(
                 run_mailing, kwargs={"kind": kind, "round_id": round_id, "actor": actor,
-                                     "group_key": group_key, "addresses": addresses},
+                                     "group_key": group_key, "addresses": addresses,
+                                     "instance": _instance_tags(config)[0]},
                 timeout=JOB_TIMEOUT, result_ttl=KEEP_SECONDS, failure_ttl=KEEP_SECONDS,
                 meta={"kind": kind, "group": group_key, "done": 0,
                       "total": len(addresses) if kind == "invite" else None},
@@ -148,7 +162,7 @@ def _mailing(job_id: str, job: Job | None) -> Mailing:
 
 
 def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = None,
-                addresses: list[str] | None = None) -> dict:
+                addresses: list[str] | None = None, instance: str | None = None) -> dict:
     """The worker's job: send, writing progress and the report into the job's meta.
 
     Runs in the worker's app context. A mail server that cannot be reached, or a round that no
@@ -159,6 +173,12 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
     config = current_app.config["PINGYI"]
     keys = current_app.extensions["pingyi.keys"]
     report = MailReport()
+    if instance not in _instance_tags(config):
+        # Queued by another instance sharing this Redis server and prefix: its round ids name
+        # other rounds here. Touch nothing.
+        job.meta.update(error=("other_instance", ""), beat=time.time())
+        job.save_meta()
+        return {"error": job.meta["error"]}
     lock = job.connection.lock(f"{config.mail_queue}:lock:{round_id}", timeout=LOCK_SECONDS,
                                blocking_timeout=LOCK_SECONDS + 10)
     saved = [time.monotonic()]
@@ -182,7 +202,7 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
             save()
             round_ = db.session.get(Round, round_id)
             if round_ is None:
-                raise RoundClosedForMail("gone", ("draft", "open"))
+                raise _RoundMissing()
             with Mailer(MailSettings.from_config(config)) as mailer:
                 if kind == "invite":
                     invite(db.session, round_, group_key or "", addresses or [], keys, mailer,
@@ -197,6 +217,8 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
                 pass
     except OSError as exc:  # smtplib's errors included
         job.meta["error"] = ("mail_server", str(exc) or type(exc).__name__)
+    except _RoundMissing:
+        job.meta["error"] = ("round_missing", "")
     except RoundClosedForMail as exc:
         job.meta["error"] = ("round_closed", exc.status)
     except PingyiError as exc:

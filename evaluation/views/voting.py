@@ -15,8 +15,8 @@ from evaluation.errors import PingyiError
 from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
 from evaluation.invitations import issue_links, turnout
 from evaluation.inviting import (
-    EMPTY_FILE, NO_EMAIL_COLUMN, NOT_AN_ADDRESS, OTHER_GROUP, MailReport, invite, read_addresses,
-    remind,
+    EMPTY_FILE, NO_EMAIL_COLUMN, NOT_AN_ADDRESS, OTHER_GROUP, MailReport, RoundClosedForMail,
+    invite, read_addresses, remind,
 )
 from evaluation.mailer import Mailer, MailSettings
 from evaluation.views.access import actor, round_or_404
@@ -134,7 +134,7 @@ def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = 
     also when it stopped early."""
     config = current_app.config["PINGYI"]
     settings = MailSettings.from_config(config)
-    report, mailer = MailReport(), None
+    report, mailer = MailReport(failed=list(refused)), None
     try:
         with Mailer(settings) as mailer:
             send(current_app.extensions["pingyi.keys"], mailer, config.base_url, report)
@@ -142,11 +142,12 @@ def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = 
         db.session.rollback()
         flash(_("Could not send through the mail server: %(error)s",
                 error=_cut(str(exc) or type(exc).__name__)), "error")
+    except RoundClosedForMail as exc:
+        db.session.rollback()
+        flash(_("This round is %(status)s: no mail goes out now.", status=_(exc.status)), "error")
     except PingyiError as exc:
         db.session.rollback()
         flash(exc.message, "error")
-    else:
-        report.failed[:0] = refused
     if report.sent or report.skipped or report.failed:
         flash(_("Sent %(sent)s, skipped %(skipped)s (sent before), failed %(failed)s.",
                 sent=len(report.sent), skipped=len(report.skipped), failed=len(report.failed)),
@@ -239,6 +240,11 @@ def _mailing_state(m: mail_queue.Mailing) -> str:
                  detail=_cut(detail))
     if what == "round_closed":
         return _("stopped: the round is %(status)s now", status=_(detail))
+    if what == "round_missing":
+        return _("stopped: the round no longer exists")
+    if what == "other_instance":
+        return _("stopped: another Pingyi instance that shares this Redis server and prefix "
+                 "took this mailing; give each instance its own PINGYI_REDIS_PREFIX")
     if what == "busy":
         return _("stopped: another mailing of this round did not finish; sending again is safe")
     return _("stopped: %(detail)s", detail=_cut(detail))

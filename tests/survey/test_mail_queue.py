@@ -399,3 +399,42 @@ def test_the_state_of_a_mailing_shows_in_chinese(client, sign_in, post, make_rou
     page = text(client.get(f"/staff/rounds/{round_.id}", headers={"Accept-Language": "zh-CN"}))
     [row] = mailing_rows(page)
     assert row[:2] == ["邀请：中层干部", "已完成"]
+
+
+def test_a_worker_runs_only_the_mailings_its_own_instance_queued(
+        app, client, sign_in, post, make_round, session, inbox, addresses, queue):
+    sign_in()
+    round_ = make_round("open")
+    upload(post, round_, addresses)
+    queued_by = app.config["PINGYI"]
+    # the worker of another instance, wrongly sharing this Redis server and prefix
+    app.config["PINGYI"] = queued_by.replace(secret_key="another-instance-" + "k" * 32)
+    queue.work()
+    app.config["PINGYI"] = queued_by
+    assert inbox.messages == [] and invited(session) == 0
+    [row] = mailing_rows(text(client.get(f"/staff/rounds/{round_.id}")))
+    assert row[1].startswith("stopped: another Pingyi instance")
+
+
+def test_a_mailing_queued_before_a_key_rotation_still_goes_out(
+        app, client, sign_in, post, make_round, inbox, addresses, queue):
+    sign_in()
+    round_ = make_round("open")
+    upload(post, round_, addresses)
+    old = app.config["PINGYI"]
+    app.config["PINGYI"] = old.replace(secret_key="rotated-" + "k" * 32,
+                                       secret_key_fallbacks=(old.secret_key,))
+    queue.work()
+    assert sorted(m["To"] for m in inbox.messages) == ["a@example.org", "b@example.org"]
+
+
+def test_a_mailing_for_a_round_this_database_does_not_hold_stops(app, client, sign_in, make_round,
+                                                                  queue, inbox):
+    from evaluation import mail_queue
+    sign_in()
+    round_ = make_round("open")
+    mail_queue.enqueue(app.config["PINGYI"], "remind", round_.id + 1000, "test")
+    queue.work()
+    assert inbox.messages == []
+    [job] = queue.jobs()
+    assert tuple(job.meta["error"]) == ("round_missing", "")
