@@ -438,3 +438,24 @@ def test_a_mailing_for_a_round_this_database_does_not_hold_stops(app, client, si
     assert inbox.messages == []
     [job] = queue.jobs()
     assert tuple(job.meta["error"]) == ("round_missing", "")
+
+
+def test_an_unexpected_error_fails_the_mailing_and_keeps_its_counts(
+        app, client, sign_in, post, make_round, inbox, addresses, queue, monkeypatch):
+    from evaluation import inviting
+    sign_in()
+    round_ = make_round("open")
+    upload(post, round_, addresses)
+    real_deliver, calls = inviting._deliver, []
+
+    def deliver_then_fail(*args, **kwargs):  # a bug, or the database going away, mid-mailing
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("unexpected")
+        return real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(inviting, "_deliver", deliver_then_fail)
+    queue.work()
+    [row] = mailing_rows(text(client.get(f"/staff/rounds/{round_.id}")))
+    assert row[1].startswith("failed: see the mail worker's log") and row[2] == "1"
+    assert [m["To"] for m in inbox.messages] == ["a@example.org"]
