@@ -161,6 +161,27 @@ def _mailing(job_id: str, job: Job | None) -> Mailing:
                    meta.get("failed_count", 0), tuple(error) if error else None)
 
 
+class _Progress:
+    """What a running mailing writes into its job's meta: progress, a heartbeat, the report;
+    and, as it goes, it keeps the round's lock alive."""
+
+    def __init__(self, job, lock, report: MailReport):
+        self.job, self.lock, self.report, self.saved = job, lock, report, time.monotonic()
+
+    def save(self, **values) -> None:
+        report = self.report
+        self.job.meta.update(values, beat=time.time(), sent=len(report.sent),
+                             skipped=len(report.skipped), failed=report.failed[:MAX_FAILED_KEPT],
+                             failed_count=len(report.failed))
+        self.job.save_meta()
+        self.saved = time.monotonic()
+
+    def __call__(self, n: int, total: int, _address: str) -> None:
+        self.lock.extend(LOCK_SECONDS, replace_ttl=True)
+        if n == total or n % PROGRESS_EVERY == 0 or time.monotonic() - self.saved > PROGRESS_SECONDS:
+            self.save(done=n, total=total)
+
+
 def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = None,
                 addresses: list[str] | None = None, instance: str | None = None) -> dict:
     """The worker's job: send, writing progress and the report into the job's meta.
@@ -171,8 +192,6 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
     """
     job = get_current_job()
     config = current_app.config["PINGYI"]
-    keys = current_app.extensions["pingyi.keys"]
-    report = MailReport()
     if instance not in _instance_tags(config):
         # Queued by another instance sharing this Redis server and prefix: its round ids name
         # other rounds here. Touch nothing.
@@ -181,35 +200,13 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
         return {"error": job.meta["error"]}
     lock = job.connection.lock(f"{config.mail_queue}:lock:{round_id}", timeout=LOCK_SECONDS,
                                blocking_timeout=LOCK_SECONDS + 10)
-    saved = [time.monotonic()]
-
-    def save(**values) -> None:
-        job.meta.update(values, beat=time.time(), sent=len(report.sent),
-                        skipped=len(report.skipped), failed=report.failed[:MAX_FAILED_KEPT],
-                        failed_count=len(report.failed))
-        job.save_meta()
-        saved[0] = time.monotonic()
-
-    def progress(n: int, total: int, _address: str) -> None:
-        lock.extend(LOCK_SECONDS, replace_ttl=True)
-        if n == total or n % PROGRESS_EVERY == 0 or time.monotonic() - saved[0] > PROGRESS_SECONDS:
-            save(done=n, total=total)
-
+    progress = _Progress(job, lock, MailReport())
     try:
         if not lock.acquire():
             raise LockError("lock not acquired")
         try:
-            save()
-            round_ = db.session.get(Round, round_id)
-            if round_ is None:
-                raise _RoundMissing()
-            with Mailer(MailSettings.from_config(config)) as mailer:
-                if kind == "invite":
-                    invite(db.session, round_, group_key or "", addresses or [], keys, mailer,
-                           config.base_url, actor, progress, report)
-                else:
-                    remind(db.session, round_, keys, mailer, config.base_url, actor, progress,
-                           report)
+            progress.save()
+            _send(config, kind, round_id, actor, group_key, addresses or [], progress)
         finally:
             try:
                 lock.release()
@@ -227,6 +224,22 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
         job.meta["error"] = ("busy", "")
     finally:  # what was done is kept, whatever stopped it (an unexpected error fails the job)
         db.session.remove()
-        save()
+        progress.save()
+    report = progress.report
     return {"sent": len(report.sent), "skipped": len(report.skipped),
             "failed": len(report.failed), "error": job.meta.get("error")}
+
+
+def _send(config, kind: str, round_id: int, actor: str, group_key: str | None,
+          addresses: list[str], progress: _Progress) -> None:
+    keys = current_app.extensions["pingyi.keys"]
+    round_ = db.session.get(Round, round_id)
+    if round_ is None:
+        raise _RoundMissing()
+    with Mailer(MailSettings.from_config(config)) as mailer:
+        if kind == "invite":
+            invite(db.session, round_, group_key or "", addresses, keys, mailer, config.base_url,
+                   actor, progress, progress.report)
+        else:
+            remind(db.session, round_, keys, mailer, config.base_url, actor, progress,
+                   progress.report)

@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 
 from core.types import utcnow
 from evaluation import audit
-from evaluation.ballot_box import mix_round, seal_round, vacuum_after_mix
+from evaluation.ballot_box import seal_round
+from evaluation.mixing import mix_round, vacuum_after_mix
 from evaluation.definitions import apply_spec, export_spec
 from evaluation.errors import NotFoundError, PingyiError, RoundNotEditableError, TransitionError
 from evaluation.models import Round

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from evaluation.ballot_box import CastError, cast_ballot, maybe_mix
+from evaluation.ballot_box import CastError, cast_ballot
+from evaluation.mixing import maybe_mix
 from evaluation.ballot_sheet import ParsedBallot, Sheet, build_sheet, parse_ballot
 from evaluation.invitations import Keys, find_by_code, find_by_token, find_for_ticket
 from evaluation.models import Round

@@ -255,7 +255,8 @@ def test_a_mix_is_due_after_n_ballots_even_when_the_multiple_was_skipped(app, se
                                                                          issue):
     """PostgreSQL: a cast that saw 13 ballots and a latest mix at 0 mixes (no cast saw 10); a
     second cast with the same stale view finds, under the round's lock, that it is done."""
-    from evaluation.ballot_box import Cast, maybe_mix
+    from evaluation.ballot_box import Cast
+    from evaluation.mixing import maybe_mix
     app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
     round_ = make_round("open")
     cast_many(app, round_, issue, 13)
@@ -344,7 +345,8 @@ def test_the_closing_vacuum_waits_for_older_sessions_so_no_cast_xmin_stays_on_di
 @pytest.mark.parametrize("kind", ["reader", "writer"])
 def test_the_vacuum_after_an_open_mix_waits_for_older_sessions(app, session, make_round, issue,
                                                                kind):
-    from evaluation.ballot_box import Cast, maybe_mix
+    from evaluation.ballot_box import Cast
+    from evaluation.mixing import maybe_mix
     app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
     round_ = make_round("open")
     cast_many(app, round_, issue, 5)
@@ -366,8 +368,8 @@ def test_a_close_does_not_hang_on_a_session_that_outlasts_the_wait(app, session,
     only copy the old versions again); nothing else waits for it."""
     import time
 
-    from evaluation import ballot_box
-    monkeypatch.setattr(ballot_box, "SNAPSHOT_WAIT_CLOSE", 0.3)
+    from evaluation import mixing
+    monkeypatch.setattr(mixing, "SNAPSHOT_WAIT_CLOSE", 0.3)
     app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
     round_ = make_round("open")
     cast_many(app, round_, issue, 3)

@@ -1,0 +1,194 @@
+"""Mixing: after casting, neither physical order nor transaction ids may relink a ballot to its
+invitation.
+
+On PostgreSQL a cast marks its invitation used in the transaction that inserts the ballot, so
+both rows carry the same xmin, and new row versions pile up in the order of casting. A mix
+rewrites the round's used invitations in random order in one transaction, after every N ballots
+while the round is open and everything at close, and a vacuum then clears the old versions.
+SQLite needs none of that (no transaction ids in rows, ballots on random keys without rowids):
+there the write-ahead log, which holds pages in commit order, is checkpointed and truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from core.database import sqlite_writer
+from evaluation.ballot_box import Cast
+
+MIXED_TABLES = (("ballots", "round_id = :r"),
+                ("ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
+                ("item_ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
+                ("invitations", "round_id = :r"))
+#: Where mix_round leaves its transaction id for vacuum_after_mix (in the session's info).
+_MIX_XID = "pingyi.mix_xid"
+
+
+def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1) -> bool:
+    """Rewrite the round's rows in random order in this transaction (PostgreSQL; the caller commits).
+
+    While open (not `full`), only when `every` ballots or more have come since the latest mix:
+    False when another worker has mixed meanwhile.
+
+    A cast marks its invitation used in the same transaction that inserts the ballot, so on
+    PostgreSQL both carry the same xmin, and the new row versions of used invitations pile up in
+    the order of casting. Rewriting every used invitation in random order gives them all this
+    transaction's xmin and a random place among each other, so no join on xmin or on physical
+    order links a ballot to an invitation. Unused invitations are left alone: no cast has written
+    them, so they hold nothing to hide, and the cost follows the ballots cast rather than the
+    links issued. `full` (at close) rewrites every invitation and the ballot rows too, so that
+    neither their xmin nor their order says anything about the order of casting.
+    SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR UPDATE"), {"r": round_id})
+    # Under the lock no cast is in flight: this count is exact.
+    count, mixed = session.execute(text(
+        "SELECT (SELECT count(*) FROM ballots WHERE round_id = :r), mixed_count FROM rounds"
+        " WHERE id = :r"), {"r": round_id}).one()
+    if not full and count - mixed < every:
+        return False  # another worker has just mixed
+    session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
+                    {"n": count, "r": round_id})
+    # The vacuum after the commit waits for sessions that may still see the rows this deletes.
+    session.info[_MIX_XID] = int(session.scalar(text("SELECT pg_current_xact_id()::text")))
+    if not full:  # one statement: all rows are deleted before the sort hands out the first
+        session.execute(text("WITH gone AS (DELETE FROM invitations WHERE round_id = :r AND is_used"
+                             " RETURNING *) INSERT INTO invitations SELECT * FROM gone"
+                             " ORDER BY random()"), {"r": round_id})
+        return True
+    for table, where in MIXED_TABLES:
+        session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
+                             f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
+    # ratings and item ratings go with their ballots (ON DELETE CASCADE)
+    session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
+    session.execute(text("DELETE FROM invitations WHERE round_id = :r"), {"r": round_id})
+    for table, _where in MIXED_TABLES:
+        session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
+    return True
+
+
+#: How long the vacuum after a mix waits for older snapshots to end, in seconds: while open (a
+#: voter's reply waits too) and at close.
+SNAPSHOT_WAIT_OPEN, SNAPSHOT_WAIT_CLOSE = 1.0, 20.0
+
+#: What may still see the row versions a mix deleted: sessions of this database with a snapshot
+#: or a transaction as old as the mix (every role sees every session's backend_xmin and
+#: backend_xid; plain vacuums hold nothing back), prepared transactions, and replication slots.
+_OLDER_SNAPSHOTS = text("""
+SELECT (SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND pid NOT IN (SELECT pid FROM pg_stat_progress_vacuum)
+          AND (age(backend_xmin) >= age(CAST(:x AS xid)) OR age(backend_xid) >= age(CAST(:x AS xid))))
+     + (SELECT count(*) FROM pg_prepared_xacts
+        WHERE database = current_database() AND age(transaction) >= age(CAST(:x AS xid)))
+     + (SELECT count(*) FROM pg_replication_slots WHERE age(xmin) >= age(CAST(:x AS xid)))
+""")
+#: A vacuum after a mix gives up rather than queue this long for a table's lock (and make every
+#: reader of that table queue behind it).
+VACUUM_LOCK_TIMEOUT = "10s"
+
+
+def _wait_for_older_snapshots(conn, mix_xid: int, timeout: float) -> bool:
+    """Wait until no other session of this database may still see the row versions the mix
+    deleted (no snapshot or transaction as old as the mix); False if some still could at the
+    timeout.
+
+    A vacuum keeps such versions (VACUUM FULL even copies them into its new file), and those of
+    used invitations carry the casts' xmin: a transaction that began before the mix committed,
+    such as a long report on another round, would keep the link on disk.
+    """
+    deadline, pause = time.monotonic() + timeout, 0.002
+    xid = str(mix_xid & 0xFFFFFFFF)  # pg_stat_activity shows 32-bit transaction ids
+    while conn.execute(_OLDER_SNAPSHOTS, {"x": xid}).scalar():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    return True
+
+
+def vacuum_after_mix(session: Session, full: bool = False) -> None:
+    """Clear old row versions after a mix, outside any transaction.
+
+    PostgreSQL: once no session may still see what the mix deleted, VACUUM of the invitations
+    while open (their old versions carry the casts' xmin), VACUUM FULL of every mixed table at
+    close (rewritten into new files). SQLite: VACUUM rebuilds the file at close (secure_delete
+    zeroes freed pages anyway), and the WAL, which holds pages in commit order, is checkpointed
+    and truncated.
+    """
+    session.commit()  # end whatever transaction the session holds
+    mix_xid = session.info.pop(_MIX_XID, None)
+    engine = session.get_bind()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            _vacuum_postgresql(conn, mix_xid, full)
+        elif engine.dialect.name == "sqlite":
+            with sqlite_writer(engine):  # casts wait in line rather than in the busy handler
+                if full:
+                    conn.exec_driver_sql("VACUUM")
+                _checkpoint(conn, attempts=20 if full else 1)
+
+
+def _vacuum_postgresql(conn, mix_xid: int | None, full: bool) -> None:
+    log = logging.getLogger("pingyi")
+    tables = ", ".join(table for table, _where in MIXED_TABLES)
+    if mix_xid is not None and not _wait_for_older_snapshots(
+            conn, mix_xid, SNAPSHOT_WAIT_CLOSE if full else SNAPSHOT_WAIT_OPEN):
+        if full:  # VACUUM FULL would copy those versions into its new files: no use now
+            log.warning("close: a transaction older than the closing mix is still running, so "
+                        "the old row versions stay for now; once it has ended, run: "
+                        "VACUUM FULL %s", tables)
+            return
+        log.warning("mix: a transaction older than the mix is still running; the row versions "
+                    "it may see stay until a later vacuum")
+    conn.exec_driver_sql(f"SET lock_timeout = '{VACUUM_LOCK_TIMEOUT}'")
+    try:
+        if full:
+            for table, _where in MIXED_TABLES:
+                conn.exec_driver_sql(f"VACUUM FULL {table}")
+        else:  # casts go on meanwhile; an autovacuum already at work is left to finish the job
+            conn.exec_driver_sql("VACUUM (SKIP_LOCKED) invitations")
+    except OperationalError as exc:  # the lock timeout: someone holds a table
+        log.warning("vacuum after a mix gave up waiting for a lock (%s); once the tables are "
+                    "free, run: VACUUM%s %s", type(exc.orig).__name__, " FULL" if full else "",
+                    tables if full else "invitations")
+    finally:
+        conn.exec_driver_sql("RESET lock_timeout")
+
+
+def _checkpoint(conn, attempts: int) -> None:
+    """Empty SQLite's write-ahead log; readers in flight can hold it, so retry a little."""
+    for _ in range(attempts):
+        if not conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]:
+            return
+        time.sleep(0.1)
+    logging.getLogger("pingyi").warning("WAL checkpoint incomplete: readers were active")
+
+
+def maybe_mix(session: Session, round_id: int, every: int, cast: Cast) -> bool:
+    """Mix the round's used invitations when `every` ballots have come since the latest mix;
+    True if so.
+
+    SQLite counts under its write lock: a mix at every multiple of `every`. PostgreSQL casts
+    commit side by side and see counts that repeat or skip, so the round remembers its count at
+    the latest mix and the mix re-checks under the round's lock.
+    """
+    if every <= 0:
+        return False
+    due = (cast.count % every == 0 if cast.mixed_at is None
+           else cast.count - cast.mixed_at >= every)
+    if not due:
+        return False
+    if not mix_round(session, round_id, full=False, every=every):
+        session.rollback()
+        return False
+    session.commit()
+    vacuum_after_mix(session)
+    return True
