@@ -84,3 +84,63 @@ def test_ballot_works_with_javascript_off(live_server, make_round, issue, sessio
         assert page.locator("code#receipt").inner_text()
         browser.close()
     assert session.scalar(select(func.count()).select_from(Ballot)) == 1
+
+
+def fill_ballot(page, round_):
+    """Answer every cadre the public rates (Competent, 7 on every item) and cast."""
+    for key in [p.cadre.key for p in round_.participations]:
+        page.locator(f"input[name='grade-{key}'][value='competent']").check(force=True)
+        for item in round_.items:
+            page.locator(f"input[name='item-{key}-{item.key}'][value='7']").check(force=True)
+    page.locator("form#ballot button[type=submit]").click()
+
+
+def test_printed_slips_are_scanned_or_typed_on_a_phone_to_a_receipt(
+        app, live_server, phone, make_round, make_user, session, tmp_path):
+    """The organiser prints a sheet of slips; a phone scans one slip's QR code off the sheet (as
+    decoded from a screenshot of it) and votes; another voter types the short code of another
+    slip. Both get a receipt, and each slip votes once."""
+    import zxingcpp
+    from PIL import Image
+    from sqlalchemy import func, select
+
+    from evaluation.models import Ballot
+    app.config["PINGYI"] = app.config["PINGYI"].replace(base_url=live_server)
+    round_ = make_round("open")
+    user, password = make_user("organiser")
+    desktop = phone.context.browser.new_context(viewport={"width": 1000, "height": 1400},
+                                                locale="en")
+    desk = desktop.new_page()  # the organiser's browser
+    desk.goto(f"{live_server}/staff/sign-in")
+    desk.fill("input[name=email]", user.email)
+    desk.fill("input[name=password]", password)
+    desk.locator("form.narrow [type=submit]").click()
+    desk.goto(f"{live_server}/staff/rounds/{round_.id}")
+    desk.select_option("form.slips select[name=group]", "public")
+    desk.fill("form.slips input[name=count]", "4")
+    desk.locator("form.slips button[type=submit]").click()
+    desk.wait_for_load_state()
+    codes = [c.strip() for c in desk.locator(".slip .code").all_inner_texts()]
+    desk.locator(".slip").first.screenshot(path=str(tmp_path / "slip.png"))
+    desk.screenshot(path=str(tmp_path / "slips.png"), full_page=True)
+    desktop.close()
+    assert len(codes) == 4
+    scanned = [r.text for r in zxingcpp.read_barcodes(Image.open(tmp_path / "slips.png"))]
+    assert len(scanned) == 4 and all(url.startswith(f"{live_server}/v/") for url in scanned)
+    [first] = [r.text for r in zxingcpp.read_barcodes(Image.open(tmp_path / "slip.png"))]
+
+    phone.goto(first)  # scanned off the first slip
+    fill_ballot(phone, round_)
+    phone.wait_for_url(f"{live_server}/receipt")
+    assert phone.locator("code#receipt").inner_text()
+    assert phone.goto(first).status == 409
+
+    phone.context.clear_cookies()  # the next voter, on this phone, types the second slip's code
+    phone.goto(f"{live_server}/code")
+    phone.fill("input[name=code]", codes[1].lower().replace("-", ""))
+    phone.locator("form [type=submit]").last.click()
+    phone.wait_for_url(f"{live_server}/ballot")
+    fill_ballot(phone, round_)
+    phone.wait_for_url(f"{live_server}/receipt")
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Ballot)) == 2
