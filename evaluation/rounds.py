@@ -14,7 +14,7 @@ from evaluation.definitions import apply_spec, export_spec
 from evaluation.errors import NotFoundError, PingyiError, RoundNotEditableError, TransitionError
 from evaluation.models import Round
 from evaluation.specs import (
-    SpecError, canonical_json, fingerprint, frozen_settings, validate_spec,
+    N_, Problem, SpecError, canonical_json, fingerprint, frozen_settings, validate_spec,
 )
 
 #: action -> (states it may start from, state it leads to, timestamp column)
@@ -77,21 +77,22 @@ def edit_round(session: Session, round_: Round, changes: dict, actor: str, what:
     return update_round(session, round_, spec, actor, what)
 
 
-def readiness_problems(round_: Round) -> list[str]:
+def readiness_problems(round_: Round) -> list[Problem]:
     """Why the round cannot open yet; empty when it can."""
     try:
         spec = validate_spec(export_spec(round_))
     except SpecError as exc:
-        return exc.problems
+        return exc.details
     problems = []
     if not spec["cadres"]:
-        problems.append("cadres: a round needs at least one cadre")
+        problems.append(Problem("cadres", N_("a round needs at least one cadre")))
     if not spec["groups"]:
-        problems.append("groups: a round needs at least one rater group")
+        problems.append(Problem("groups", N_("a round needs at least one rater group")))
     rated = {key for g in spec["groups"] for key in (g["cadres"] or [c["key"] for c in spec["cadres"]])}
     for i, cadre in enumerate(spec["cadres"]):
         if cadre["key"] not in rated:
-            problems.append(f"cadres[{i}]: no group rates {cadre['key']!r}")
+            problems.append(Problem(f"cadres[{i}]", N_("no group rates {key!r}"),
+                                    (("key", cadre["key"]),)))
     return problems
 
 
@@ -106,7 +107,7 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
             f"{' or '.join(sources)})")
     values = {"status": target, stamp: utcnow()}
     if action == "open":
-        problems = readiness_problems(round_)
+        problems = [str(p) for p in readiness_problems(round_)]
         if problems:
             raise TransitionError("the round cannot open: " + "; ".join(problems), problems)
         text = canonical_json(frozen_settings(export_spec(round_)))

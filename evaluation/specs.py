@@ -11,6 +11,8 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -43,36 +45,62 @@ DEFAULT_DIMENSIONS = [
 WEIGHT_TOLERANCE = 1e-9
 
 
-class SpecError(ValueError):
-    """A round spec with problems; `problems` holds one "path: what is wrong" line each."""
+def N_(message: str) -> str:
+    """Marks a message for the translation catalogue; pages translate it when they show it."""
+    return message
 
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: the path of the field, and what is wrong, as an English
+    message whose {fields} take `values` (so a page can show it translated)."""
+
+    path: str
+    message: str
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def text(self, translate: Callable[[str], str] = str) -> str:
+        """The problem as one line, the message translated by `translate` where given."""
+        message = translate(self.message).format(**dict(self.values))
+        return f"{self.path}: {message}" if self.path else message
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+class SpecError(ValueError):
+    """A round spec with problems: `problems` holds one English "path: what is wrong" line each,
+    `details` the same as Problem objects."""
+
+    def __init__(self, problems: list[Problem]):
+        self.details = list(problems)
+        self.problems = [str(p) for p in self.details]
+        super().__init__("\n".join(self.problems))
 
 
 class _Checker:
     """Collects problems, each named by the path of the field."""
 
     def __init__(self):
-        self.problems: list[str] = []
+        self.problems: list[Problem] = []
 
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
+    def fail(self, path: str, message: str, **values) -> None:
+        self.problems.append(Problem(path, message, tuple(sorted(values.items()))))
 
     def string(self, value, path, *, max_len=200, required=True, pattern=None, what=None):
         if value is None and not required:
             return None
         if not isinstance(value, str) or not value.strip():
-            self.fail(path, "required, a non-empty string" if value is None else
-                      "must be a non-empty string")
+            self.fail(path, N_("required, a non-empty string") if value is None else
+                      N_("must be a non-empty string"))
             return None
         value = value.strip()
         if len(value) > max_len:
-            self.fail(path, f"at most {max_len} characters, got {len(value)}")
+            self.fail(path, N_("at most {max_len} characters, got {got}"), max_len=max_len,
+                      got=len(value))
             return None
         if pattern is not None and not pattern.match(value):
-            self.fail(path, what or "has characters that are not allowed")
+            self.fail(path, what or N_("has characters that are not allowed"))
             return None
         return value
 
@@ -80,20 +108,22 @@ class _Checker:
                integer=False, required=True):
         if value is None:
             if required:
-                self.fail(path, "required")
+                self.fail(path, N_("required"))
             return None
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
-            self.fail(path, "must be a whole number" if integer else "must be a number")
+            self.fail(path, N_("must be a whole number") if integer else N_("must be a number"))
             return None
         if isinstance(value, float) and not math.isfinite(value):
-            self.fail(path, "must be a finite number")
+            self.fail(path, N_("must be a finite number"))
             return None
         if low is not None and (value < low or (low_open and value == low)):
-            self.fail(path, f"must be {'more than' if low_open else 'at least'} {low}, got {value}")
+            self.fail(path, N_("must be more than {low}, got {got}") if low_open else
+                      N_("must be at least {low}, got {got}"), low=low, got=value)
             return None
         if high is not None and (value > high or (high_open and value == high)):
-            self.fail(path, f"must be {'less than' if high_open else 'at most'} {high}, got {value}")
+            self.fail(path, N_("must be less than {high}, got {got}") if high_open else
+                      N_("must be at most {high}, got {got}"), high=high, got=value)
             return None
         return value
 
@@ -101,24 +131,25 @@ class _Checker:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(path, "must be true or false")
+            self.fail(path, N_("must be true or false"))
             return default
         return value
 
     def obj(self, value, path, allowed: set[str] | None = None) -> dict | None:
         if not isinstance(value, dict):
-            self.fail(path, "must be an object")
+            self.fail(path, N_("must be an object"))
             return None
         for extra in sorted(set(value) - allowed) if allowed is not None else ():
-            self.fail(f"{path}.{extra}" if path else extra, "unknown field")
+            self.fail(f"{path}.{extra}" if path else extra, N_("unknown field"))
         return value
 
     def array(self, value, path, *, min_len=0) -> list | None:
         if not isinstance(value, list):
-            self.fail(path, "must be a list")
+            self.fail(path, N_("must be a list"))
             return None
         if len(value) < min_len:
-            self.fail(path, f"needs at least {min_len} entr{'y' if min_len == 1 else 'ies'}")
+            self.fail(path, N_("needs at least {n} entry") if min_len == 1 else
+                      N_("needs at least {n} entries"), n=min_len)
             return None
         return value
 
@@ -129,7 +160,7 @@ class _Checker:
             en = self.string(value.get("en"), f"{path}.en", required=False)
             if zh is None and en is None:
                 if "zh" not in value and "en" not in value:
-                    self.fail(path, "needs a \"zh\" or an \"en\" label")
+                    self.fail(path, N_("needs a \"zh\" or an \"en\" label"))
                 return None
             return {"zh": zh or en, "en": en or zh}
         text = self.string(value, path)
@@ -140,7 +171,7 @@ class _Checker:
         for i, entry in enumerate(entries):
             key = entry.get(field)
             if key in seen:
-                self.fail(f"{path}[{i}].{field}", f"duplicate key {key!r}")
+                self.fail(f"{path}[{i}].{field}", N_("duplicate key {key!r}"), key=key)
             seen.add(key)
 
 
@@ -149,7 +180,8 @@ def parse_threshold(value, checker: _Checker, path: str) -> Fraction | None:
     if isinstance(value, str):
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
         if not match or int(match.group(2)) == 0:
-            checker.fail(path, f"must be a number or a fraction like \"1/3\", got {value!r}")
+            checker.fail(path, N_("must be a number or a fraction like \"1/3\", got {got!r}"),
+                         got=value)
             return None
         fraction = Fraction(int(match.group(1)), int(match.group(2)))
     else:
@@ -158,7 +190,7 @@ def parse_threshold(value, checker: _Checker, path: str) -> Fraction | None:
             return None
         fraction = Fraction(number).limit_denominator(10_000)
     if not 0 < fraction < 1:
-        checker.fail(path, f"must be between 0 and 1, got {value}")
+        checker.fail(path, N_("must be between 0 and 1, got {got}"), got=value)
         return None
     return fraction
 
@@ -171,9 +203,9 @@ def _grades(c: _Checker, raw) -> list[dict]:
         if c.obj(g, path, {"key", "label", "score", "dissatisfied"}) is None:
             continue
         key = c.string(g.get("key"), f"{path}.key", max_len=32, pattern=KEY_RE,
-                       what="letters, digits and _ only")
+                       what=N_("letters, digits and _ only"))
         if key == "dont_know":
-            c.fail(f"{path}.key", "\"dont_know\" is reserved for the don't-know answer")
+            c.fail(f"{path}.key", N_("\"dont_know\" is reserved for the don't-know answer"))
         out.append({"key": key, "label": c.label(g.get("label"), f"{path}.label"),
                     "score": c.number(g.get("score"), f"{path}.score"),
                     "dissatisfied": c.boolean(g.get("dissatisfied"), f"{path}.dissatisfied", False)})
@@ -181,8 +213,8 @@ def _grades(c: _Checker, raw) -> list[dict]:
     for i in range(1, len(out)):
         before, now = out[i - 1]["score"], out[i]["score"]
         if before is not None and now is not None and now >= before:
-            c.fail(f"grades[{i}].score", f"grades go best first, so scores must decrease "
-                   f"({now} is not below {before})")
+            c.fail(f"grades[{i}].score", N_("grades go best first, so scores must decrease "
+                                            "({now} is not below {before})"), now=now, before=before)
     return out
 
 
@@ -199,10 +231,10 @@ def _dimensions(c: _Checker, raw) -> list[dict]:
             if c.obj(item, ipath, {"key", "label"}) is None:
                 continue
             items.append({"key": c.string(item.get("key"), f"{ipath}.key", max_len=32,
-                                          pattern=KEY_RE, what="letters, digits and _ only"),
+                                          pattern=KEY_RE, what=N_("letters, digits and _ only")),
                           "label": c.label(item.get("label"), f"{ipath}.label")})
         out.append({"key": c.string(d.get("key"), f"{path}.key", max_len=32, pattern=KEY_RE,
-                                    what="letters, digits and _ only"),
+                                    what=N_("letters, digits and _ only")),
                     "label": c.label(d.get("label"), f"{path}.label"),
                     "weight": c.number(d.get("weight"), f"{path}.weight", low=0, high=1,
                                        required=False),
@@ -212,17 +244,18 @@ def _dimensions(c: _Checker, raw) -> list[dict]:
     seen: set = set()
     for i, j, item in all_items:
         if item["key"] in seen:
-            c.fail(f"dimensions[{i}].items[{j}].key", f"duplicate item key {item['key']!r} "
-                   "(item keys are unique across the questionnaire)")
+            c.fail(f"dimensions[{i}].items[{j}].key", N_(
+                "duplicate item key {key!r} (item keys are unique across the questionnaire)"),
+                key=item["key"])
         seen.add(item["key"])
     weights = [d["weight"] for d in out]
     given = [w for w in weights if w is not None]
     if given and len(given) != len(weights):
         first_missing = weights.index(None)
-        c.fail(f"dimensions[{first_missing}].weight", "give a weight for every dimension or none")
+        c.fail(f"dimensions[{first_missing}].weight", N_("give a weight for every dimension or none"))
     if given and len(given) == len(weights) and abs(sum(given) - 1) > WEIGHT_TOLERANCE:
         c.fail(f"dimensions[{len(out) - 1}].weight",
-               f"weights must add up to 1, they add up to {round(sum(given), 9):g}")
+               N_("weights must add up to 1, they add up to {total:g}"), total=round(sum(given), 9))
     return out
 
 
@@ -238,13 +271,13 @@ def _groups(c: _Checker, raw, cadre_keys: set[str]) -> list[dict]:
             targets = []
             for j, key in enumerate(c.array(g["cadres"], f"{path}.cadres", min_len=1) or []):
                 if not isinstance(key, str) or key not in cadre_keys:
-                    c.fail(f"{path}.cadres[{j}]", f"no cadre with key {key!r}")
+                    c.fail(f"{path}.cadres[{j}]", N_("no cadre with key {key!r}"), key=key)
                 elif key in targets:
-                    c.fail(f"{path}.cadres[{j}]", f"cadre {key!r} listed twice")
+                    c.fail(f"{path}.cadres[{j}]", N_("cadre {key!r} listed twice"), key=key)
                 else:
                     targets.append(key)
         out.append({"key": c.string(g.get("key"), f"{path}.key", max_len=32, pattern=KEY_RE,
-                                    what="letters, digits and _ only"),
+                                    what=N_("letters, digits and _ only")),
                     "label": c.label(g.get("label"), f"{path}.label"),
                     "weight": c.number(g.get("weight"), f"{path}.weight", low=0, high=1),
                     "cadres": targets})
@@ -252,7 +285,7 @@ def _groups(c: _Checker, raw, cadre_keys: set[str]) -> list[dict]:
     weights = [g["weight"] for g in out]
     if out and None not in weights and abs(sum(weights) - 1) > WEIGHT_TOLERANCE:
         c.fail(f"groups[{len(out) - 1}].weight",
-               f"weights must add up to 1, they add up to {round(sum(weights), 9):g}")
+               N_("weights must add up to 1, they add up to {total:g}"), total=round(sum(weights), 9))
     return out
 
 
@@ -264,7 +297,7 @@ def _cadres(c: _Checker, raw) -> list[dict]:
             continue
         out.append({
             "key": c.string(cadre.get("key"), f"{path}.key", max_len=64, pattern=CADRE_KEY_RE,
-                            what="letters, digits and _ . - only"),
+                            what=N_("letters, digits and _ . - only")),
             "name": c.string(cadre.get("name"), f"{path}.name"),
             "post": c.string(cadre.get("post"), f"{path}.post", required=False),
             "unit": c.string(cadre.get("unit"), f"{path}.unit", required=False),
@@ -279,13 +312,15 @@ def _trim(c: _Checker, raw) -> dict:
     trim = trim or {}
     method = trim.get("method", "drop_extremes")
     if method not in ("none", "drop_extremes", "proportion"):
-        c.fail("rules.trim.method", f"must be one of none, drop_extremes, proportion; got {method!r}")
+        c.fail("rules.trim.method", N_("must be one of none, drop_extremes, proportion; got {got!r}"),
+               got=method)
     k = c.number(trim.get("k", 1), "rules.trim.k", low=0, integer=True)
     proportion = c.number(trim.get("proportion", 0.1 if method == "proportion" else 0),
                           "rules.trim.proportion", low=0, high=0.5, high_open=True)
     min_n = c.number(trim.get("min_n", 6), "rules.trim.min_n", low=1, integer=True)
     if method == "drop_extremes" and k is not None and min_n is not None and min_n <= 2 * k:
-        c.fail("rules.trim.min_n", f"must be more than 2 × k = {2 * k}, or nothing would be left")
+        c.fail("rules.trim.min_n", N_("must be more than 2 × k = {twice_k}, or nothing would be left"),
+               twice_k=2 * k)
     return {"method": method, "k": k, "proportion": proportion, "min_n": min_n}
 
 
@@ -299,13 +334,14 @@ def _dissatisfaction(c: _Checker, raw, grades: list[dict]) -> dict:
         given = c.array(rule["grades"], "rules.dissatisfaction.grades", min_len=1) or []
         for j, key in enumerate(given):
             if key not in grade_keys:
-                c.fail(f"rules.dissatisfaction.grades[{j}]", f"no grade with key {key!r}")
+                c.fail(f"rules.dissatisfaction.grades[{j}]", N_("no grade with key {key!r}"), key=key)
         if flagged and set(given) != set(flagged):
-            c.fail("rules.dissatisfaction.grades", "disagrees with the grades marked "
-                   f"\"dissatisfied\" ({', '.join(flagged)}); say it in one place")
+            c.fail("rules.dissatisfaction.grades", N_(
+                "disagrees with the grades marked \"dissatisfied\" ({keys}); say it in one place"),
+                keys=", ".join(flagged))
         keys = [k for k in grade_keys if k in given]
     if grade_keys and grade_keys[0] in keys:
-        c.fail("rules.dissatisfaction.grades", "the best grade cannot count as dissatisfied")
+        c.fail("rules.dissatisfaction.grades", N_("the best grade cannot count as dissatisfied"))
     threshold = parse_threshold(rule.get("threshold", "1/3"), c, "rules.dissatisfaction.threshold")
     return {"grades": keys,
             "threshold": f"{threshold.numerator}/{threshold.denominator}" if threshold else None,
@@ -321,7 +357,7 @@ def _rules(c: _Checker, raw, grades: list[dict]) -> dict:
         bands = checked if bands and None not in checked else None
     validity = rules.get("validity", "warn")
     if validity not in ("warn", "invalidate"):
-        c.fail("rules.validity", f"must be \"warn\" or \"invalidate\", got {validity!r}")
+        c.fail("rules.validity", N_("must be \"warn\" or \"invalidate\", got {got!r}"), got=validity)
     quota = rules.get("excellent_quota")
     return {
         "trim": _trim(c, rules.get("trim")),
@@ -344,7 +380,8 @@ def _item_scale(c: _Checker, raw) -> dict:
     low = c.number(scale.get("min", 1), "item_scale.min", low=0, high=1000, integer=True)
     high = c.number(scale.get("max", 10), "item_scale.max", low=1, high=1000, integer=True)
     if low is not None and high is not None and low >= high:
-        c.fail("item_scale.max", f"must be more than item_scale.min ({low}), got {high}")
+        c.fail("item_scale.max", N_("must be more than item_scale.min ({low}), got {got}"), low=low,
+               got=high)
     return {"min": low, "max": high}
 
 
@@ -352,7 +389,7 @@ def validate_spec(data: Any) -> dict:
     """Check a parsed round-spec document; return it normalised or raise SpecError."""
     c = _Checker()
     if c.obj(data, "", TOP_FIELDS) is None:
-        raise SpecError(["(document): must be a JSON object"])
+        raise SpecError([Problem("(document)", N_("must be a JSON object"))])
     cadres = _cadres(c, data.get("cadres"))
     grades = _grades(c, data.get("grades"))
     spec = {
@@ -366,9 +403,8 @@ def validate_spec(data: Any) -> dict:
         "cadres": cadres,
         "rules": _rules(c, data.get("rules"), grades),
     }
-    problems = [p[2:] if p.startswith(": ") else p for p in c.problems]
-    if problems:
-        raise SpecError(problems)
+    if c.problems:
+        raise SpecError(c.problems)
     dissatisfied = set(spec["rules"]["dissatisfaction"]["grades"])
     for grade in grades:
         grade["dissatisfied"] = grade["key"] in dissatisfied
@@ -380,7 +416,8 @@ def load_spec(text: str | bytes) -> dict:
     try:
         data = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise SpecError([f"(document): not valid JSON: {exc}"]) from None
+        raise SpecError([Problem("(document)", N_("not valid JSON: {error}"),
+                                 (("error", str(exc)),))]) from None
     return validate_spec(data)
 
 

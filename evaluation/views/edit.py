@@ -17,6 +17,7 @@ from evaluation.imports import merge_cadres, parse_cadres
 from evaluation.rounds import edit_round
 from evaluation.specs import SpecError
 from evaluation.views.access import actor, round_or_404
+from evaluation.views.messages import shown
 
 SECTIONS = {
     "grades": (GradesForm, "rows", editing.grades_from_rows),
@@ -37,7 +38,9 @@ def _save(round_, changes: dict, what: str) -> list[str]:
     """Validate and save; the problems to show, empty on success."""
     try:
         edit_round(db.session, round_, changes, actor(), what)
-    except (SpecError, PingyiError) as exc:
+    except SpecError as exc:
+        return shown(exc.details)
+    except PingyiError as exc:
         return exc.problems
     flash(_("Saved."), "success")
     return []

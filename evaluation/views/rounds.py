@@ -17,6 +17,7 @@ from evaluation.forms import ActionForm, InviteForm, NewRoundForm, SlipsForm, gr
 from evaluation.invitations import turnout
 from evaluation.specs import SpecError, load_spec, validate_spec
 from evaluation.views.access import actor, round_or_404
+from evaluation.views.messages import shown
 from evaluation.views.voting import mailings_of
 
 
@@ -42,7 +43,7 @@ def new_round():
         except PingyiError as exc:
             problems = exc.problems
         except SpecError as exc:
-            problems = exc.problems
+            problems = shown(exc.details)
     return render_template("evaluation/new_round.html", form=form, problems=problems)
 
 
@@ -67,7 +68,7 @@ def show_round(round_id: int):
     mailings, queue_answered = mailings_of(round_)
     return render_template(
         "evaluation/round.html", round=round_, spec=export_spec(round_), form=ActionForm(),
-        problems=use.readiness_problems(round_) if round_.is_draft else [],
+        problems=shown(use.readiness_problems(round_)) if round_.is_draft else [],
         log=entries_for_round(db.session, round_.id), slips_form=slips_form,
         invite_form=invite_form, turnout=turnout(db.session, round_), mailings=mailings,
         queue_answered=queue_answered)

@@ -1,6 +1,7 @@
 """Staff pages through the test client: sign-in, round set-up, edits, imports, lifecycle, language."""
 
 import hashlib
+import html
 import io
 import re
 
@@ -132,6 +133,20 @@ def test_bad_spec_upload_lists_problems_and_creates_nothing(client, sign_in, pos
     assert response.status_code == 200
     assert "rules.validity: must be" in text(response)
     assert session.scalar(select(func.count(Round.id))) == 0
+
+
+def test_spec_problems_show_in_the_page_s_language(client, sign_in, post, session, make_round):
+    sign_in("organiser")
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    bad = (b'{"title": "x", "period": "y", "rules": {"validity": "maybe"},'
+           b' "groups": [{"key": "a", "label": "A", "weight": 0.7}]}')
+    page = html.unescape(text(post("/staff/rounds/new", {"spec_file": (io.BytesIO(bad), "r.json")},
+                                   content_type="multipart/form-data")))
+    assert "rules.validity: 须为 \"warn\" 或 \"invalidate\"，实际为 'maybe'" in page
+    assert "groups[0].weight: 权重之和须为 1，目前为 0.7" in page
+    empty = make_round("draft", cadres=[])
+    page = html.unescape(text(client.get(f"/staff/rounds/{empty.id}")))
+    assert "cadres: 一轮测评至少需要一名干部" in page
 
 
 # --- editing a draft -------------------------------------------------------------------------
