@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from evaluation.errors import N_, Problem
+
 INT_RE = re.compile(r"^[+-]?[0-9]+$")
 FLOAT_RE = re.compile(r"^[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 ROW_PATH_RE = re.compile(r"^(\w+)\[(\d+)\]\.(\w+)")
@@ -57,7 +59,7 @@ def cadres_from_rows(rows: list[dict]) -> list[dict]:
              "unit": r["unit"].strip() or None, "kpi": number_or_text(r["kpi"])} for r in rows]
 
 
-def dimensions_from_rows(dim_rows: list[dict], item_rows: list[dict]) -> tuple[list[dict], list[str]]:
+def dimensions_from_rows(dim_rows: list[dict], item_rows: list[dict]) -> tuple[list[dict], list[Problem]]:
     """Nest items under their dimension key; problems for items naming no dimension."""
     dims = [{"key": r["key"].strip(), "label": label_of(r), "weight": number_or_text(r["weight"]),
              "items": []} for r in dim_rows]
@@ -66,7 +68,8 @@ def dimensions_from_rows(dim_rows: list[dict], item_rows: list[dict]) -> tuple[l
     for n, r in enumerate(item_rows):
         dimension = by_key.get(r["dimension"].strip())
         if dimension is None:
-            problems.append(f"items[{n}].dimension: no dimension with key {r['dimension'].strip()!r}")
+            problems.append(Problem.of(N_("no dimension with key {key!r}"), f"items[{n}].dimension",
+                                       key=r["dimension"].strip()))
             continue
         dimension["items"].append({"key": r["key"].strip(), "label": label_of(r)})
     return dims, problems

@@ -10,7 +10,7 @@ from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 
 from evaluation.editing import number_or_text
-from evaluation.errors import ImportRowsError
+from evaluation.errors import N_, ImportRowsError, Problem
 from evaluation.specs import CADRE_KEY_RE
 
 #: Accepted column headings (lower-cased), Chinese or English, for each field.
@@ -39,7 +39,7 @@ def read_table(filename: str, data: bytes) -> list[list[str]]:
         try:
             sheet = load_workbook(io.BytesIO(data), read_only=True, data_only=True).worksheets[0]
         except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, IndexError):
-            raise ImportRowsError("file: not a readable XLSX workbook") from None
+            raise ImportRowsError(Problem.of(N_("not a readable XLSX workbook"), "file")) from None
         return [[_cell(v) for v in row] for row in sheet.iter_rows(values_only=True)]
     if name.endswith(".csv"):
         for encoding in ("utf-8-sig", "gb18030"):
@@ -49,9 +49,9 @@ def read_table(filename: str, data: bytes) -> list[list[str]]:
             except UnicodeDecodeError:
                 continue
         else:
-            raise ImportRowsError("file: not UTF-8 or GB18030 text")
+            raise ImportRowsError(Problem.of(N_("not UTF-8 or GB18030 text"), "file"))
         return [[c.strip() for c in row] for row in csv.reader(io.StringIO(text))]
-    raise ImportRowsError("file: must be a .csv or .xlsx file")
+    raise ImportRowsError(Problem.of(N_("must be a .csv or .xlsx file"), "file"))
 
 
 def _columns(header: list[str]) -> dict[str, int]:
@@ -61,14 +61,14 @@ def _columns(header: list[str]) -> dict[str, int]:
         field = next((f for f, names in HEADINGS.items() if heading.strip().lower() in names), None)
         if field is None:
             if heading.strip():
-                problems.append(f"row 1: unknown column {heading!r}")
+                problems.append(Problem.of(N_("row 1: unknown column {heading!r}"), heading=heading))
         elif field in columns:
-            problems.append(f"row 1: column {heading!r} appears twice")
+            problems.append(Problem.of(N_("row 1: column {heading!r} appears twice"), heading=heading))
         else:
             columns[field] = index
     for needed in ("key", "name"):
         if needed not in columns:
-            problems.append(f"row 1: a {needed!r} column is required")
+            problems.append(Problem.of(N_("row 1: a {column!r} column is required"), column=needed))
     if problems:
         raise ImportRowsError(problems[0], problems)
     return columns
@@ -79,26 +79,29 @@ def parse_cadres(filename: str, data: bytes) -> list[dict]:
     rows = read_table(filename, data)
     rows = [r for r in rows if any(c for c in r)]
     if not rows:
-        raise ImportRowsError("file: it is empty")
+        raise ImportRowsError(Problem.of(N_("it is empty"), "file"))
     if len(rows) > MAX_ROWS + 1:
-        raise ImportRowsError(f"file: at most {MAX_ROWS} cadres at once")
+        raise ImportRowsError(Problem.of(N_("at most {n} cadres at once"), "file", n=MAX_ROWS))
     columns = _columns(rows[0])
     cadres, problems, seen = [], [], {}
     for number, row in enumerate(rows[1:], start=2):
         values = {f: (row[i] if i < len(row) else "") for f, i in columns.items()}
         key, name = values["key"], values.get("name", "")
         if not key:
-            problems.append(f"row {number}: key: required")
+            problems.append(Problem.of(N_("row {row}: key: required"), row=number))
         elif not CADRE_KEY_RE.match(key):
-            problems.append(f"row {number}: key: {key!r} may use letters, digits and _ . - only")
+            problems.append(Problem.of(N_("row {row}: key: {key!r} may use letters, digits and _ . - only"),
+                                          row=number, key=key))
         elif key in seen:
-            problems.append(f"row {number}: key: {key!r} repeats row {seen[key]}")
+            problems.append(Problem.of(N_("row {row}: key: {key!r} repeats row {first}"), row=number,
+                                          key=key, first=seen[key]))
         seen.setdefault(key, number)
         if not name:
-            problems.append(f"row {number}: name: required")
+            problems.append(Problem.of(N_("row {row}: name: required"), row=number))
         kpi = number_or_text(values.get("kpi"))
         if kpi is not None and (isinstance(kpi, str) or not 0 <= kpi <= 100):
-            problems.append(f"row {number}: kpi: must be a number from 0 to 100, got {values['kpi']!r}")
+            problems.append(Problem.of(N_("row {row}: kpi: must be a number from 0 to 100, got {got!r}"),
+                                          row=number, got=values["kpi"]))
         cadres.append({"key": key, "name": name, "post": values.get("post") or None,
                        "unit": values.get("unit") or None, "kpi": kpi})
     if problems:

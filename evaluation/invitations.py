@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core.signing import BadLinkError, LinkSigner
 from evaluation import audit
-from evaluation.errors import NotFoundError, PingyiError
+from evaluation.errors import N_, NotFoundError, PingyiError, Problem
 from evaluation.models import Ballot, Invitation, RaterGroup, Round
 
 #: No 0/O, 1/I/L: nothing that reads as something else on a slip.
@@ -95,7 +95,8 @@ def group_of(round_: Round, group_key: str) -> RaterGroup:
     group = next((g for g in round_.groups if g.key == group_key), None)
     if group is None:
         keys = ", ".join(g.key for g in round_.groups)
-        raise IssueError(f"group: round {round_.id} has no group {group_key!r} (it has {keys})")
+        raise IssueError(Problem.of(N_("round {round} has no group {group!r} (it has {keys})"),
+                                    "group", round=round_.id, group=group_key, keys=keys))
     return group
 
 
@@ -107,9 +108,12 @@ def issue_links(session: Session, round_: Round, group_key: str, count: int, key
                 actor: str, emails: list[str] | None = None) -> list[IssuedLink]:
     """Create invitations for a group and return their links (secrets are not kept); commits."""
     if round_.status not in ISSUABLE:
-        raise IssueError(f"links can be issued for a draft or open round, not a {round_.status} one")
+        raise IssueError(Problem.of(
+            N_("links can be issued for a draft or open round, not a {status} one"),
+            status=round_.status))
     if not 1 <= count <= MAX_LINKS_AT_ONCE:
-        raise IssueError(f"count: between 1 and {MAX_LINKS_AT_ONCE} at a time, got {count}")
+        raise IssueError(Problem.of(N_("between 1 and {most} at a time, got {got}"), "count",
+                                    most=MAX_LINKS_AT_ONCE, got=count))
     group = group_of(round_, group_key)
     today = dt.date.today()
     issued = []

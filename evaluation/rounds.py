@@ -9,12 +9,14 @@ from sqlalchemy.orm import Session
 from core.types import utcnow
 from evaluation import audit
 from evaluation.ballot_box import seal_round
-from evaluation.mixing import mix_round, vacuum_after_mix
 from evaluation.definitions import apply_spec, export_spec
-from evaluation.errors import NotFoundError, PingyiError, RoundNotEditableError, TransitionError
+from evaluation.errors import (
+    N_, NotFoundError, PingyiError, Problem, RoundNotEditableError, TransitionError,
+)
+from evaluation.mixing import mix_round, vacuum_after_mix
 from evaluation.models import Round
 from evaluation.specs import (
-    N_, Problem, SpecError, canonical_json, fingerprint, frozen_settings, validate_spec,
+    SpecError, canonical_json, fingerprint, frozen_settings, validate_spec,
 )
 
 #: action -> (states it may start from, state it leads to, timestamp column)
@@ -71,7 +73,8 @@ def update_round(session: Session, round_: Round, spec: dict, actor: str, what: 
 def edit_round(session: Session, round_: Round, changes: dict, actor: str, what: str) -> Round:
     """Apply top-level spec changes to a draft: merge, validate the whole, then save."""
     if not round_.is_draft:
-        raise RoundNotEditableError("only a draft round can be changed; this one is " + round_.status)
+        raise RoundNotEditableError(Problem.of(
+            N_("only a draft round can be changed; this one is {status}"), status=round_.status))
     document = export_spec(round_) | changes
     spec = validate_spec(document)
     return update_round(session, round_, spec, actor, what)
@@ -99,17 +102,18 @@ def readiness_problems(round_: Round) -> list[Problem]:
 def transition_round(session: Session, round_: Round, action: str, actor: str) -> Round:
     """Open, close, publish or archive the round; refuse an illegal move; log and commit."""
     if action not in TRANSITIONS:
-        raise TransitionError(f"unknown action {action!r}")
+        raise TransitionError(Problem.of(N_("unknown action {action!r}"), action=action))
     sources, target, stamp = TRANSITIONS[action]
     if round_.status not in sources:
-        raise TransitionError(
-            f"cannot {action} a round that is {round_.status} (only a round that is "
-            f"{' or '.join(sources)})")
+        raise TransitionError(Problem.of(
+            N_("cannot {action} a round that is {status} (only a round that is {sources})"),
+            action=action, status=round_.status, sources=" or ".join(sources)))
     values = {"status": target, stamp: utcnow()}
     if action == "open":
-        problems = [str(p) for p in readiness_problems(round_)]
+        problems = readiness_problems(round_)
         if problems:
-            raise TransitionError("the round cannot open: " + "; ".join(problems), problems)
+            raise TransitionError(Problem.of(N_("the round cannot open: {problems}"),
+                                             problems="; ".join(map(str, problems))), problems)
         text = canonical_json(frozen_settings(export_spec(round_)))
         values |= {"frozen_spec": text, "fingerprint": fingerprint(text)}
     # Conditional update: of two racing requests exactly one moves the round.
@@ -118,7 +122,7 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         session.rollback()
-        raise TransitionError("the round changed meanwhile; reload and try again")
+        raise TransitionError(Problem.of(N_("the round changed meanwhile; reload and try again")))
     if action == "close":
         # Ballots in flight have committed (closing waited for their lock); now shuffle and seal.
         mix_round(session, round_.id)

@@ -11,10 +11,10 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+from evaluation.errors import N_, Problem
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 CADRE_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -43,29 +43,6 @@ DEFAULT_DIMENSIONS = [
                         ("lian", "廉", "Integrity")]
 ]
 WEIGHT_TOLERANCE = 1e-9
-
-
-def N_(message: str) -> str:
-    """Marks a message for the translation catalogue; pages translate it when they show it."""
-    return message
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a spec: the path of the field, and what is wrong, as an English
-    message whose {fields} take `values` (so a page can show it translated)."""
-
-    path: str
-    message: str
-    values: tuple[tuple[str, Any], ...] = ()
-
-    def text(self, translate: Callable[[str], str] = str) -> str:
-        """The problem as one line, the message translated by `translate` where given."""
-        message = translate(self.message).format(**dict(self.values))
-        return f"{self.path}: {message}" if self.path else message
-
-    def __str__(self) -> str:
-        return self.text()
 
 
 class SpecError(ValueError):

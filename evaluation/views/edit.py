@@ -41,7 +41,7 @@ def _save(round_, changes: dict, what: str) -> list[str]:
     except SpecError as exc:
         return shown(exc.details)
     except PingyiError as exc:
-        return exc.problems
+        return shown(exc.details)
     flash(_("Saved."), "success")
     return []
 
@@ -95,7 +95,8 @@ def edit_questionnaire(round_id: int):
     if form.validate_on_submit():
         dims, _index = editing.non_blank(form.dimensions.data)
         items, _index = editing.non_blank(form.items.data)
-        dimensions, problems = editing.dimensions_from_rows(dims, items)
+        dimensions, missing = editing.dimensions_from_rows(dims, items)
+        problems = shown(missing)
         if not problems:
             problems = _save(round_, {"dimensions": dimensions}, "questionnaire")
         if not problems:
@@ -118,7 +119,7 @@ def import_cadres(round_id: int):
             merged = merge_cadres(export_spec(round_)["cadres"], imported)
             problems = _save(round_, {"cadres": merged}, "cadres import")
         except PingyiError as exc:
-            problems = exc.problems
+            problems = shown(exc.details)
         if not problems:
             return redirect(url_for("evaluation.show_round", round_id=round_id))
     else:

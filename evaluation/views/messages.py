@@ -6,9 +6,32 @@ from collections.abc import Iterable
 
 from flask_babel import gettext
 
-from evaluation.specs import Problem
+from evaluation.errors import Problem
+
+
+#: Values that are themselves words of the catalogue (a round's status, or several joined by
+#: " or "), translated along with the message.
+_WORDS = ("status", "sources")
+
+
+def _translated(problem: Problem) -> str:
+    values = {key: " / ".join(gettext(word) for word in value.split(" or "))
+              if key in _WORDS and isinstance(value, str) else value
+              for key, value in problem.values}
+    return Problem(problem.path, problem.message, tuple(values.items())).text(gettext)
 
 
 def shown(problems: Iterable) -> list[str]:
-    """Round-spec problems translated for the page; other problems as they are."""
-    return [p.text(gettext) if isinstance(p, Problem) else str(p) for p in problems]
+    """Problems translated for the page; plain strings as they are."""
+    return [_translated(p) if isinstance(p, Problem) else str(p) for p in problems]
+
+
+def said(exc) -> str:
+    """A refusal's one-line message, translated for the page; a {problems} field in it stands
+    for its details, translated too."""
+    summary = exc.summary
+    values = dict(summary.values)
+    if "problems" not in values:
+        return _translated(summary)
+    values["problems"] = "; ".join(shown(exc.details))
+    return Problem(summary.path, summary.message, tuple(values.items())).text(gettext)

@@ -17,7 +17,7 @@ from evaluation.forms import ActionForm, InviteForm, NewRoundForm, SlipsForm, gr
 from evaluation.invitations import turnout
 from evaluation.specs import SpecError, load_spec, validate_spec
 from evaluation.views.access import actor, round_or_404
-from evaluation.views.messages import shown
+from evaluation.views.messages import said, shown
 from evaluation.views.voting import mailings_of
 
 
@@ -41,7 +41,7 @@ def new_round():
             flash(_("Draft round created."), "success")
             return redirect(url_for("evaluation.show_round", round_id=round_.id))
         except PingyiError as exc:
-            problems = exc.problems
+            problems = shown(exc.details)
         except SpecError as exc:
             problems = shown(exc.details)
     return render_template("evaluation/new_round.html", form=form, problems=problems)
@@ -84,7 +84,7 @@ def transition_round(round_id: int, action: str):
             use.transition_round(db.session, round_, action, actor())
             flash(_("Done: the round is now %(status)s.", status=_(round_.status)), "success")
         except PingyiError as exc:
-            flash(exc.message, "error")
+            flash(said(exc), "error")
     return redirect(url_for("evaluation.show_round", round_id=round_.id))
 
 

@@ -20,6 +20,7 @@ from evaluation.inviting import (
 )
 from evaluation.mailer import Mailer, MailSettings
 from evaluation.views.access import actor, round_or_404
+from evaluation.views.messages import said
 
 #: Failed addresses flashed one per line; the rest are counted.
 MAX_FAILED_SHOWN = 20
@@ -37,7 +38,7 @@ def make_slips(round_id: int):
         links = issue_links(db.session, round_, form.group.data, form.count.data,
                             current_app.extensions["pingyi.keys"], actor())
     except PingyiError as exc:
-        flash(exc.message, "error")
+        flash(said(exc), "error")
         return _back(round_id)
     base = current_app.config["PINGYI"].base_url
     group = next(g for g in round_.groups if g.key == form.group.data)
@@ -147,7 +148,7 @@ def _mail(send: Callable[..., MailReport], refused: Sequence[tuple[str, str]] = 
         flash(_("This round is %(status)s: no mail goes out now.", status=_(exc.status)), "error")
     except PingyiError as exc:
         db.session.rollback()
-        flash(exc.message, "error")
+        flash(said(exc), "error")
     if report.sent or report.skipped or report.failed:
         flash(_("Sent %(sent)s, skipped %(skipped)s (sent before), failed %(failed)s.",
                 sent=len(report.sent), skipped=len(report.skipped), failed=len(report.failed)),

@@ -307,6 +307,25 @@ def test_xlsx_import_with_bad_rows_lists_them_and_imports_nothing(client, sign_i
     assert export_spec(session.get(Round, round_.id)) == example_spec
 
 
+def test_import_and_transition_refusals_show_in_the_page_s_language(client, sign_in, post,
+                                                                    make_round, session):
+    sign_in("organiser")
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    round_ = make_round()
+    data = xlsx([["key", "name", "kpi"], ["c20", "甲", 80], ["", "乙", 70], ["c20", "丙", 101]])
+    page = html.unescape(text(post(f"/staff/rounds/{round_.id}/cadres/import",
+                                   {"file": (io.BytesIO(data), "c.xlsx")},
+                                   content_type="multipart/form-data")))
+    for problem in ["第 3 行：编号：必填", "第 4 行：编号：'c20' 与第 2 行重复",
+                    "第 4 行：KPI：须为 0 到 100 之间的数字，实际为 '101'"]:
+        assert problem in page
+    page = html.unescape(text(post(f"/staff/rounds/{round_.id}/publish", follow_redirects=True)))
+    assert "状态为“草稿”的测评不能执行此操作（publish）；只有状态为“已结束”的测评可以" in page
+    empty = make_round("draft", cadres=[])
+    page = html.unescape(text(post(f"/staff/rounds/{empty.id}/open", follow_redirects=True)))
+    assert "测评还不能开始：cadres: 一轮测评至少需要一名干部" in page
+
+
 @pytest.mark.parametrize("filename, payload, message", [
     ("c.csv", b"name,post\nx,y\n", "row 1: a &#39;key&#39; column is required"),
     ("c.csv", b"key,name,salary\n1,x,3\n", "row 1: unknown column &#39;salary&#39;"),
