@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from evaluation.models import (
     Cadre, Dimension, Grade, GroupTarget, Invitation, Item, Participation, RaterGroup, Round,
 )
-from evaluation.errors import RoundNotEditableError
+from evaluation.errors import N_, Problem, RoundNotEditableError
 
 
 def _label(obj) -> dict:
@@ -94,7 +94,7 @@ def _park_positions(session: Session, rows: list) -> None:
 def apply_spec(session: Session, round_: Round, spec: dict) -> None:
     """Make the round's definition equal to the spec, matching children by key (flushes)."""
     if not round_.is_draft:
-        raise RoundNotEditableError("only a draft round can be changed")
+        raise RoundNotEditableError(Problem.of(N_("only a draft round can be changed")))
     _apply_rules(round_, spec)
     for rows in (round_.grades, round_.dimensions, round_.items, round_.groups,
                  round_.participations):
@@ -178,8 +178,9 @@ def _apply_groups(session: Session, round_: Round, groups: list[dict]) -> None:
     for group in round_.groups:
         if group.key not in wanted and session.scalar(
                 select(Invitation.id).where(Invitation.group_id == group.id).limit(1)):
-            raise RoundNotEditableError(
-                f"group {group.key!r} has links issued already, so it cannot be removed")
+            raise RoundNotEditableError(Problem.of(
+                N_("group {key!r} has links issued already, so it cannot be removed"),
+                key=group.key))
 
     def set_group(g, e, pos):
         g.position, g.weight, g.rates_all = pos, e["weight"], e["cadres"] is None

@@ -72,8 +72,9 @@ class Mailing:
     failed: tuple[tuple[str, str], ...] = ()
     failed_count: int = 0
     #: Why a mailing stopped early: (what, detail), what one of mail_server, round_closed,
-    #: round_missing, busy, refused, other_instance; else None.
-    error: tuple[str, str] | None = None
+    #: round_missing, busy, other_instance; or ("refused", message, path, values), a Problem's
+    #: parts; else None.
+    error: tuple | None = None
 
 
 def enabled(config) -> bool:
@@ -218,8 +219,8 @@ def run_mailing(kind: str, round_id: int, actor: str, group_key: str | None = No
         job.meta["error"] = ("round_missing", "")
     except RoundClosedForMail as exc:
         job.meta["error"] = ("round_closed", exc.status)
-    except PingyiError as exc:
-        job.meta["error"] = ("refused", exc.message)
+    except PingyiError as exc:  # kept as a template and its values: the page translates it
+        job.meta["error"] = ("refused", exc.summary.message, exc.summary.path, exc.summary.values)
     except LockError:
         job.meta["error"] = ("busy", "")
     finally:  # what was done is kept, whatever stopped it (an unexpected error fails the job)

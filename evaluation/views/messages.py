@@ -14,8 +14,14 @@ from evaluation.errors import Problem
 _WORDS = ("status", "sources")
 
 
+def _word(word: str) -> str:
+    return gettext(word) if word else word  # gettext("") is the catalogue's header
+
+
 def _translated(problem: Problem) -> str:
-    values = {key: " / ".join(gettext(word) for word in value.split(" or "))
+    if not problem.message:
+        return problem.text()
+    values = {key: " / ".join(_word(word) for word in value.split(" or "))
               if key in _WORDS and isinstance(value, str) else value
               for key, value in problem.values}
     return Problem(problem.path, problem.message, tuple(values.items())).text(gettext)

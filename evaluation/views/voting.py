@@ -11,7 +11,7 @@ from flask_babel import get_locale, gettext as _, ngettext
 
 from core.extensions import db
 from evaluation import mail_queue
-from evaluation.errors import PingyiError
+from evaluation.errors import PingyiError, Problem
 from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
 from evaluation.invitations import issue_links, turnout
 from evaluation.inviting import (
@@ -20,7 +20,7 @@ from evaluation.inviting import (
 )
 from evaluation.mailer import Mailer, MailSettings
 from evaluation.views.access import actor, round_or_404
-from evaluation.views.messages import said
+from evaluation.views.messages import said, shown
 
 #: Failed addresses flashed one per line; the rest are counted.
 MAX_FAILED_SHOWN = 20
@@ -62,7 +62,8 @@ def send_invitations(round_id: int):
     try:
         addresses, bad = read_addresses(form.file.data.filename or "", form.file.data.read())
     except PingyiError as exc:
-        flash(_reason(exc.message), "error")
+        flash(_reason(exc.message) if exc.message in (EMPTY_FILE, NO_EMAIL_COLUMN) else said(exc),
+              "error")
         return _back(round_id)
     group_key = form.group.data
     if mail_queue.enabled(current_app.config["PINGYI"]):
@@ -235,7 +236,7 @@ def _mailing_state(m: mail_queue.Mailing) -> str:
         return _("expired")
     if m.error is None:
         return _("done")
-    what, detail = m.error
+    what, detail = m.error[:2]
     if what == "mail_server":
         return _("stopped: the mail server failed (%(detail)s); sending again is safe",
                  detail=_cut(detail))
@@ -248,6 +249,9 @@ def _mailing_state(m: mail_queue.Mailing) -> str:
                  "took this mailing; give each instance its own PINGYI_REDIS_PREFIX")
     if what == "busy":
         return _("stopped: another mailing of this round did not finish; sending again is safe")
+    if what == "refused" and len(m.error) == 4:  # a refusal of Pingyi's own, as a Problem
+        _what, message, path, values = m.error
+        detail = shown([Problem(path, message, tuple(tuple(v) for v in values))])[0]
     return _("stopped: %(detail)s", detail=_cut(detail))
 
 

@@ -219,6 +219,23 @@ def test_group_edit_with_weights_not_adding_up_marks_the_row(client, sign_in, po
     assert export_spec(session.get(Round, round_.id))["groups"] == example_spec["groups"]
 
 
+def test_a_group_with_links_cannot_be_removed_and_the_page_says_why_in_its_language(
+        client, sign_in, post, make_round, session, example_spec):
+    from evaluation.editing import rows_for
+    from evaluation.invitations import Keys, issue_links
+    sign_in("organiser")
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    round_ = make_round()
+    issue_links(session, round_, "public", 1, Keys.from_config(client.application.config["PINGYI"]),
+                "test")
+    rows = rows_for("groups", example_spec)
+    rows[2]["weight"] = str(float(rows[2]["weight"]) + float(rows[3]["weight"]))
+    page = html.unescape(text(post(f"/staff/rounds/{round_.id}/groups", rows_payload(rows[:3]))))
+    assert "评价群体 'public' 已发放链接，不能删除" in page
+    session.expire_all()
+    assert export_spec(session.get(Round, round_.id))["groups"] == example_spec["groups"]
+
+
 def test_cadre_rows_edit_removes_cleared_rows(client, sign_in, post, make_round, session, example_spec):
     from evaluation.editing import rows_for
     sign_in("organiser")
@@ -320,7 +337,7 @@ def test_import_and_transition_refusals_show_in_the_page_s_language(client, sign
                     "第 4 行：KPI：须为 0 到 100 之间的数字，实际为 '101'"]:
         assert problem in page
     page = html.unescape(text(post(f"/staff/rounds/{round_.id}/publish", follow_redirects=True)))
-    assert "状态为“草稿”的测评不能执行此操作（publish）；只有状态为“已结束”的测评可以" in page
+    assert "状态为“草稿”的测评不能执行此操作；只有状态为“已结束”的测评可以" in page
     empty = make_round("draft", cadres=[])
     page = html.unescape(text(post(f"/staff/rounds/{empty.id}/open", follow_redirects=True)))
     assert "测评还不能开始：cadres: 一轮测评至少需要一名干部" in page

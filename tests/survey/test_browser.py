@@ -129,18 +129,25 @@ def test_printed_slips_are_scanned_or_typed_on_a_phone_to_a_receipt(
     assert len(scanned) == 4 and all(url.startswith(f"{live_server}/v/") for url in scanned)
     [first] = [r.text for r in zxingcpp.read_barcodes(Image.open(tmp_path / "slip.png"))]
 
+    def type_code(code):
+        phone.context.clear_cookies()  # the next voter on this phone
+        phone.goto(f"{live_server}/code")
+        phone.fill("input[name=code]", code)
+        with phone.expect_navigation() as navigation:
+            phone.locator("form#code-form [type=submit]").click()
+        return navigation.value
+
     phone.goto(first)  # scanned off the first slip
     fill_ballot(phone, round_)
     phone.wait_for_url(f"{live_server}/receipt")
     assert phone.locator("code#receipt").inner_text()
     assert phone.goto(first).status == 409
+    assert type_code(codes[0]).status == 409  # the code printed beside that QR code: same slip
 
-    phone.context.clear_cookies()  # the next voter, on this phone, types the second slip's code
-    phone.goto(f"{live_server}/code")
-    phone.fill("input[name=code]", codes[1].lower().replace("-", ""))
-    phone.locator("form [type=submit]").last.click()
-    phone.wait_for_url(f"{live_server}/ballot")
+    type_code(codes[1].lower().replace("-", ""))  # typed, as people type
+    assert phone.url == f"{live_server}/ballot"
     fill_ballot(phone, round_)
     phone.wait_for_url(f"{live_server}/receipt")
+    assert type_code(codes[1]).status == 409
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Ballot)) == 2

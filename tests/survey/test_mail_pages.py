@@ -213,3 +213,13 @@ def test_refusals_of_pingyi_s_own_show_in_the_page_s_language(client, sign_in, p
     empty.write_bytes(b"")
     assert "文件是空的。" in text(upload(post, round_, empty))
 
+
+
+def test_an_unreadable_address_file_is_refused_in_the_page_s_language(client, sign_in, post,
+                                                                      make_round, tmp_path):
+    sign_in()
+    round_ = make_round("open")
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    broken = tmp_path / "people.xlsx"
+    broken.write_bytes(b"not a zip")
+    assert "file: 不是可读取的 XLSX 工作簿" in text(upload(post, round_, broken))

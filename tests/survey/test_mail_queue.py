@@ -459,3 +459,16 @@ def test_an_unexpected_error_fails_the_mailing_and_keeps_its_counts(
     [row] = mailing_rows(text(client.get(f"/staff/rounds/{round_.id}")))
     assert row[1].startswith("failed: see the mail worker's log") and row[2] == "1"
     assert [m["To"] for m in inbox.messages] == ["a@example.org"]
+
+
+def test_a_refusal_of_pingyi_s_own_in_the_worker_shows_in_the_page_s_language(
+        app, client, sign_in, make_round, queue, inbox):
+    from evaluation import mail_queue
+    sign_in()
+    round_ = make_round("open")
+    mail_queue.enqueue(app.config["PINGYI"], "invite", round_.id, "test", "nobody", ["a@example.org"])
+    queue.work()
+    assert inbox.messages == []
+    [row] = mailing_rows(text(client.get(f"/staff/rounds/{round_.id}",
+                                         headers={"Accept-Language": "zh-CN"})))
+    assert row[1].startswith(f"已中止：group: 第 {round_.id} 轮测评没有评价群体 'nobody'（现有：")
