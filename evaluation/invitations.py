@@ -142,15 +142,6 @@ def issue_links(session: Session, round_: Round, group_key: str, count: int, key
                        inv.token_hash) for inv, secret, code in issued]
 
 
-def remint(session: Session, invitation: Invitation, keys: Keys) -> IssuedLink | None:
-    """Give an unused invitation a fresh secret and code (the old link stops working); flushes.
-
-    None when the invitation was used meanwhile: the conditional update touches no row.
-    """
-    return _reissue(session, invitation.id, invitation.round_id, invitation.email, keys,
-                    Invitation.is_used.is_(False))
-
-
 @dataclass(frozen=True)
 class Listed:
     """An invitation as a mailing listed it: its link and when it was last mailed, then."""
@@ -276,5 +267,5 @@ def turnout(session: Session, round_: Round) -> list[dict]:
 
 
 __all__ = ["BadLinkError", "IssueError", "IssuedLink", "Keys", "NotFoundError", "UnknownLinkError",
-           "find_by_code", "find_by_token", "find_for_ticket", "issue_links", "mark_sent", "remint",
+           "find_by_code", "find_by_token", "find_for_ticket", "issue_links", "mark_sent",
            "reissue_to_send", "turnout", "unsend"]

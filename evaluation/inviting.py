@@ -18,17 +18,15 @@ from evaluation.invitations import (
     ISSUABLE, MAX_LINKS_AT_ONCE, IssueError, IssuedLink, Keys, Listed, group_of, issue_links,
     mark_sent, reissue_to_send, unsend,
 )
-from evaluation.errors import ImportRowsError
+from evaluation.errors import N_, ImportRowsError, Problem
 from evaluation.mailer import Mailer, MailError, invitation_message
 from evaluation.models import Invitation, Round
 
 Progress = Callable[[int, int, str], None]
 
-#: Why a file or an address is refused: commands print these, pages show them translated.
+#: Why a file is refused: commands print these, pages word them for themselves.
 EMPTY_FILE = "file: it is empty"
 NO_EMAIL_COLUMN = "row 1: an 'email' column is required"
-NOT_AN_ADDRESS = "row {row}: not an e-mail address"
-OTHER_GROUP = "invited already, in another group"
 
 
 @dataclass
@@ -37,10 +35,12 @@ class MailReport:
 
     sent: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: (address, why): Pingyi's own reasons as Problems (pages translate them), a mail
+    #: server's as it said them
+    failed: list[tuple[str, str | Problem]] = field(default_factory=list)
 
 
-def read_addresses(filename: str, data: bytes) -> tuple[list[str], list[tuple[str, str]]]:
+def read_addresses(filename: str, data: bytes) -> tuple[list[str], list[tuple[str, Problem]]]:
     """Addresses from the `email` column of a CSV or XLSX file, and the bad ones with why."""
     rows = [r for r in read_table(filename, data) if any(r)]
     if not rows:
@@ -53,7 +53,8 @@ def read_addresses(filename: str, data: bytes) -> tuple[list[str], list[tuple[st
     for number, row in enumerate(rows[1:], start=2):
         address = (row[column] if column < len(row) else "").strip().lower()
         if not EMAIL_RE.match(address) or len(address) > 254:
-            bad.append((address or f"(row {number})", NOT_AN_ADDRESS.format(row=number)))
+            bad.append((address or f"(row {number})",
+                        Problem.of(N_("row {row}: not an e-mail address"), row=number)))
         elif address not in seen:
             seen.add(address)
             good.append(address)
@@ -127,7 +128,7 @@ def invite(session: Session, round_: Round, group_key: str, addresses: list[str]
     unsent: list[Listed] = []
     for address, inv in existing.items():
         if inv.group_id != group.id:
-            report.failed.append((address, OTHER_GROUP))
+            report.failed.append((address, Problem.of(N_("invited already, in another group"))))
         elif inv.last_sent_on is not None:
             report.skipped.append(address)
         elif not inv.is_used:

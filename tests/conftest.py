@@ -91,22 +91,20 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def require_pg() -> None:
-    """Skip (locally) or fail (under CI) when PostgreSQL is not there."""
-    error = pg_available()
+def _require(service: str, where: str, error: str | None) -> None:
+    """Skip (locally) or fail (under CI) when a service the test needs is not there."""
     if error is not None:
         if IN_CI:
-            pytest.fail(f"PostgreSQL must be reachable under CI: {error}")
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({error})")
+            pytest.fail(f"{service} must be reachable under CI: {error}")
+        pytest.skip(f"{service} not reachable at {where} ({error})")
+
+
+def require_pg() -> None:
+    _require("PostgreSQL", "127.0.0.1:5432", pg_available())
 
 
 def require_redis() -> None:
-    """Skip (locally) or fail (under CI) when Redis is not there."""
-    error = redis_available()
-    if error is not None:
-        if IN_CI:
-            pytest.fail(f"Redis must be reachable under CI: {error}")
-        pytest.skip(f"Redis not reachable at {REDIS_TEST_URL} ({error})")
+    _require("Redis", REDIS_TEST_URL, redis_available())
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Sequence
 
 import segno
@@ -15,7 +14,7 @@ from evaluation.errors import PingyiError, Problem
 from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
 from evaluation.invitations import issue_links, turnout
 from evaluation.inviting import (
-    EMPTY_FILE, NO_EMAIL_COLUMN, NOT_AN_ADDRESS, OTHER_GROUP, MailReport, RoundClosedForMail,
+    EMPTY_FILE, NO_EMAIL_COLUMN, MailReport, RoundClosedForMail,
     invite, read_addresses, remind,
 )
 from evaluation.mailer import Mailer, MailSettings
@@ -62,8 +61,7 @@ def send_invitations(round_id: int):
     try:
         addresses, bad = read_addresses(form.file.data.filename or "", form.file.data.read())
     except PingyiError as exc:
-        flash(_reason(exc.message) if exc.message in (EMPTY_FILE, NO_EMAIL_COLUMN) else said(exc),
-              "error")
+        flash(_file_refused(exc), "error")
         return _back(round_id)
     group_key = form.group.data
     if mail_queue.enabled(current_app.config["PINGYI"]):
@@ -164,28 +162,20 @@ def _flash_failed(failed: Sequence[tuple[str, str]]) -> None:
     """One message per address not sent, up to a limit; the rest counted."""
     for address, why in failed[:MAX_FAILED_SHOWN]:
         flash(_("Not sent: %(address)s: %(reason)s", address=_cut(address),
-                reason=_cut(_reason(why))), "error")
+                reason=_cut(shown([why])[0])), "error")
     if len(failed) > MAX_FAILED_SHOWN:
         more = len(failed) - MAX_FAILED_SHOWN
         flash(ngettext("… and %(num)s more address not sent.", "… and %(num)s more addresses not sent.",
                        more), "error")
 
 
-_NOT_AN_ADDRESS = re.compile(re.escape(NOT_AN_ADDRESS).replace(r"\{row\}", r"(\d+)"))
-
-
-def _reason(why: str) -> str:
-    """A reason Pingyi gives for a refused file or address, in the page's language (what a
-    mail server said stays as it said it)."""
-    if why == EMPTY_FILE:
+def _file_refused(exc: PingyiError) -> str:
+    """Why an address file was refused, in the page's language."""
+    if exc.message == EMPTY_FILE:
         return _("The file is empty.")
-    if why == NO_EMAIL_COLUMN:
+    if exc.message == NO_EMAIL_COLUMN:
         return _("Row 1: an “email” column is required.")
-    if why == OTHER_GROUP:
-        return _("invited already, in another group")
-    if match := _NOT_AN_ADDRESS.fullmatch(why):
-        return _("row %(row)s: not an e-mail address", row=match.group(1))
-    return why
+    return said(exc)
 
 
 def _cut(text: str) -> str:
@@ -207,7 +197,7 @@ def mailings_of(round_) -> tuple[list[dict], bool]:
     return [{"id": m.id, "what": _mailing_title(m, labels), "state": _mailing_state(m),
              "pending": m.status in ("queued", "started"), "sent": m.sent, "skipped": m.skipped,
              "failed_count": m.failed_count,
-             "failed": [(address, _reason(why)) for address, why in m.failed]}
+             "failed": [(address, shown([why])[0]) for address, why in m.failed]}
             for m in mailings], True
 
 

@@ -157,13 +157,17 @@ def test_verify_holds_after_close_and_catches_tampering(app, runner, client, pos
 
 def test_reissued_link_voids_a_session_opened_with_the_old_one(app, client, post, session, make_round,
                                                                issue, keys):
-    from evaluation.invitations import remint
+    import datetime as dt
+
+    from evaluation.invitations import Listed, reissue_to_send
     from evaluation.models import Invitation
     round_ = make_round("open")
     old = issue(round_)[0]
     client.get(link_path(old))  # someone opened the old link (say it leaked) ...
-    new = remint(session, session.get(Invitation, old.invitation_id), keys)  # ... then a reminder
-    session.commit()
+    inv = session.get(Invitation, old.invitation_id)
+    new = reissue_to_send(session, Listed(inv.id, inv.round_id, inv.email, inv.token_hash,
+                                          inv.code_hash, inv.last_sent_on), keys,
+                          dt.date.today())  # ... then a reminder
     response = post("/ballot", full_ballot(round_))
     assert response.status_code == 404
     assert session.scalar(select(Ballot.id)) is None
