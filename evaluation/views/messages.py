@@ -36,8 +36,7 @@ def said(exc) -> str:
     """A refusal's one-line message, translated for the page; a {problems} field in it stands
     for its details, translated too."""
     summary = exc.summary
-    values = dict(summary.values)
-    if "problems" not in values:
-        return _translated(summary)
-    values["problems"] = "; ".join(shown(exc.details))
-    return Problem(summary.path, summary.message, tuple(values.items())).text(gettext)
+    if "problems" in dict(summary.values):
+        values = {**dict(summary.values), "problems": "; ".join(shown(exc.details))}
+        summary = Problem(summary.path, summary.message, tuple(values.items()))
+    return _translated(summary)
