@@ -165,6 +165,16 @@ def _genuine_link() -> bool:
     return True
 
 
+#: The voter's own pages once in: never limited (a meeting room shares one address), so the
+#: limiter is not even consulted on the hot path of a meeting full of phones.
+_NEVER_LIMITED = frozenset({"survey.show_ballot", "survey.cast_ballot", "survey.show_receipt"})
+
+
+@limiter.request_filter
+def _voter_inside() -> bool:
+    return request.endpoint in _NEVER_LIMITED
+
+
 #: Links and codes share one budget of invalid attempts per address.
 _limited = limiter.shared_limit(link_limit, scope="ballot-entry", deduct_when=_only_failures,
                                 exempt_when=_genuine_link, methods=["GET", "POST"])
