@@ -90,7 +90,9 @@ def sqlite_writer(engine: Engine) -> Iterator[None]:
         return
     database = os.path.abspath(database)
     path = database + ".writers"
-    with _WRITER_LOCKS_GUARD:
-        lock = _WRITER_LOCKS.setdefault(path, _WriterLock(path, database))
+    lock = _WRITER_LOCKS.get(path)
+    if lock is None:
+        with _WRITER_LOCKS_GUARD:
+            lock = _WRITER_LOCKS.setdefault(path, _WriterLock(path, database))
     with lock.held():
         yield
