@@ -173,7 +173,9 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
 #: the statement, when the ballot row exists. The lock must be a statement of its own: a
 #: statement's snapshot is taken before it waits, and a mix that commits meanwhile rewrites the
 #: invitation row that an older snapshot would look for.
-_PG_SHARE_ROUND = "SELECT 1 FROM rounds WHERE id = %(r)s FOR SHARE"
+#: FOR KEY SHARE: closing (FOR UPDATE) waits for the casts in flight, while an open round's
+#: periodic mix (FOR NO KEY UPDATE, see evaluation.mixing) neither waits for them nor holds them.
+_PG_SHARE_ROUND = "SELECT 1 FROM rounds WHERE id = %(r)s FOR KEY SHARE"
 _PG_CAST = """
 WITH used AS (UPDATE invitations SET is_used = true
          WHERE id = %(i)s AND round_id = %(r)s AND group_id = %(g)s AND token_hash = %(t)s
@@ -204,17 +206,20 @@ def _cast_postgresql(driver, who: tuple[int, int, int, str],
     The lock, the cast and the commit go to the server in one pipeline, one round trip; the
     server still runs them one after the other, each statement with a snapshot of its own.
     """
-    invitation_id, round_id, group_id, token_hash = who
     with driver.pipeline():
-        driver.execute(_PG_SHARE_ROUND, {"r": round_id})
-        cursor = driver.execute(_PG_CAST, {
-            "i": invitation_id, "r": round_id, "g": group_id, "t": token_hash, "b": new.id,
-            "receipt": new.receipt, "day": new.day, "paper": new.is_paper, "valid": new.is_valid,
-            **_columns(new.ratings, "p", "gr", "c"), **_columns(new.items, "ip", "ii", "iv")})
+        driver.execute(_PG_SHARE_ROUND, {"r": who[1]})
+        cursor = driver.execute(_PG_CAST, _pg_cast_parameters(who, new))
         driver.commit()
     used, before, mixed_at = cursor.fetchone()
     # The statement's snapshot does not see its own insert: the round holds `before` + 1.
     return (before + 1 if used == 1 else None), mixed_at
+
+
+def _pg_cast_parameters(who: tuple[int, int, int, str], new: _NewBallot) -> dict:
+    invitation_id, round_id, group_id, token_hash = who
+    return {"i": invitation_id, "r": round_id, "g": group_id, "t": token_hash, "b": new.id,
+            "receipt": new.receipt, "day": new.day, "paper": new.is_paper, "valid": new.is_valid,
+            **_columns(new.ratings, "p", "gr", "c"), **_columns(new.items, "ip", "ii", "iv")}
 
 
 def _columns(rows: list[tuple], *names: str) -> dict[str, list]:

@@ -47,22 +47,16 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     """
     if session.get_bind().dialect.name != "postgresql":
         return True
+    if not full:
+        return _mix_open_round(session, round_id, every)
     session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR UPDATE"), {"r": round_id})
     # Under the lock no cast is in flight: this count is exact.
-    count, mixed = session.execute(text(
-        "SELECT (SELECT count(*) FROM ballots WHERE round_id = :r), mixed_count FROM rounds"
-        " WHERE id = :r"), {"r": round_id}).one()
-    if not full and count - mixed < every:
-        return False  # another worker has just mixed
+    count = session.scalar(text("SELECT count(*) FROM ballots WHERE round_id = :r"),
+                           {"r": round_id})
     session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
                     {"n": count, "r": round_id})
     # The vacuum after the commit waits for sessions that may still see the rows this deletes.
     session.info[_MIX_XID] = int(session.scalar(text("SELECT pg_current_xact_id()::text")))
-    if not full:  # one statement: all rows are deleted before the sort hands out the first
-        session.execute(text("WITH gone AS (DELETE FROM invitations WHERE round_id = :r AND is_used"
-                             " RETURNING *) INSERT INTO invitations SELECT * FROM gone"
-                             " ORDER BY random()"), {"r": round_id})
-        return True
     for table, where in MIXED_TABLES:
         session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
@@ -71,6 +65,41 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     session.execute(text("DELETE FROM invitations WHERE round_id = :r"), {"r": round_id})
     for table, _where in MIXED_TABLES:
         session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
+    return True
+
+
+#: An open round's mix in one statement, so one snapshot: the ballots counted are exactly those
+#: whose invitations it rewrites (a cast writes both in one transaction), and it rewrites nothing
+#: unless `every` ballots have come since the latest mix. All rows are deleted before the sort
+#: hands out the first.
+_PG_MIX_OPEN = text("""
+WITH counted AS (SELECT count(*) AS n FROM ballots WHERE round_id = :r),
+gone AS (DELETE FROM invitations WHERE round_id = :r AND is_used
+         AND (SELECT n FROM counted) - :mixed >= :every RETURNING *),
+moved AS (INSERT INTO invitations SELECT * FROM gone ORDER BY random())
+SELECT n FROM counted
+""")
+
+
+def _mix_open_round(session: Session, round_id: int, every: int) -> bool:
+    """The periodic mix of an open round (see mix_round); False when it is not due after all.
+
+    It locks the round FOR NO KEY UPDATE: mixes of one round take turns and a close waits for
+    them, but casts, which hold FOR KEY SHARE, go on meanwhile instead of queueing behind the
+    rewrite. A cast that commits during the mix is neither rewritten nor counted, so the next
+    mix comes N ballots later at the latest.
+    """
+    mixed = session.scalar(text("SELECT mixed_count FROM rounds WHERE id = :r AND status = 'open'"
+                                " FOR NO KEY UPDATE"), {"r": round_id})
+    if mixed is None:  # closed meanwhile: the closing mix has done it all
+        return False
+    count = session.scalar(_PG_MIX_OPEN, {"r": round_id, "mixed": mixed, "every": every})
+    if count - mixed < every:
+        return False  # another worker has just mixed
+    session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
+                    {"n": count, "r": round_id})
+    # The vacuum after the commit waits for sessions that may still see the rows this deleted.
+    session.info[_MIX_XID] = int(session.scalar(text("SELECT pg_current_xact_id()::text")))
     return True
 
 

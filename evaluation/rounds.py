@@ -124,7 +124,8 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
         session.rollback()
         raise TransitionError(Problem.of(N_("the round changed meanwhile; reload and try again")))
     if action == "close":
-        # Ballots in flight have committed (closing waited for their lock); now shuffle and seal.
+        # The closing mix locks the round FOR UPDATE: ballots in flight (FOR KEY SHARE) commit
+        # first and are mixed and sealed with the rest; later ones find the round closed.
         mix_round(session, round_.id)
         seal_round(session, round_)
     audit.record(session, actor, f"round.{action}", round_.id,

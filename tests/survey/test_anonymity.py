@@ -384,3 +384,102 @@ def test_a_close_does_not_hang_on_a_session_that_outlasts_the_wait(app, session,
         older.finish()
     assert round_.status == "closed" and round_.seal_head
     assert "VACUUM FULL ballots, ratings, item_ratings, invitations" in caplog.text
+
+
+def _pg_driver(app):
+    """A psycopg connection of its own to the test's PostgreSQL database."""
+    import psycopg
+    with app.app_context():
+        url = db.engine.url.set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False))
+
+
+def test_an_open_rounds_mix_does_not_hold_up_casts(app, session, make_round, issue):
+    """PostgreSQL: while a periodic mix is rewriting the used invitations, a voter's cast goes
+    through at once; the ballot is neither rewritten nor counted by that mix, so it is among
+    the ballots a later mix must cover."""
+    import threading
+
+    from sqlalchemy.orm import Session as OrmSession
+
+    from evaluation.mixing import mix_round
+    from tests.conftest import csrf_token
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)  # no mix but the test's
+    round_ = make_round("open")
+    cast_many(app, round_, issue, 3)
+    if session.get_bind().dialect.name == "sqlite":
+        return  # no row locks: SQLite's writers take turns for every write anyway
+    (late,) = issue(round_, "public", 1)
+    phone = app.test_client()
+    assert phone.get(link_path(late)).status_code == 302
+    form = {**full_ballot(round_), "csrf_token": csrf_token(phone)}
+    with app.app_context(), OrmSession(db.engine) as mixer:
+        assert mix_round(mixer, round_.id, full=False, every=1)  # holds its locks until commit
+        statuses = []
+        voter = threading.Thread(target=lambda: statuses.append(
+            phone.post("/ballot", data=form).status_code))
+        voter.start()
+        voter.join(timeout=10)
+        cast_while_mixing = not voter.is_alive()
+        mixer.commit()
+        voter.join(timeout=30)
+    assert cast_while_mixing, "the cast waited for the mix"
+    assert statuses == [302]
+    count, mixed = session.execute(text(
+        "SELECT (SELECT count(*) FROM ballots WHERE round_id = :r), mixed_count FROM rounds "
+        "WHERE id = :r"), {"r": round_.id}).one()
+    assert (count, mixed) == (4, 3)
+    linked = session.scalar(text("SELECT count(*) FROM ballots b JOIN invitations i "
+                                 "ON i.xmin = b.xmin WHERE b.round_id = :r"), {"r": round_.id})
+    assert linked == count - mixed == 1
+
+
+def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_round, issue):
+    """PostgreSQL: a cast that holds its lock on the round when the close begins commits first,
+    and its ballot is mixed, counted and sealed with the rest; the close does not end before."""
+    import threading
+
+    from sqlalchemy.orm import Session as OrmSession
+    from werkzeug.datastructures import MultiDict
+
+    from evaluation.ballot_box import (_NewBallot, _PG_CAST, _PG_SHARE_ROUND,
+                                       _pg_cast_parameters, receipts)
+    from evaluation.ballot_sheet import build_sheet, parse_ballot
+    from evaluation.models import Round
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
+    round_ = make_round("open")
+    cast_many(app, round_, issue, 2)
+    if session.get_bind().dialect.name == "sqlite":
+        return  # one writer at a time: the close's write waits for the cast's in SQLite itself
+    issue(round_, "public", 1)
+    invitation = session.execute(select(Invitation).where(
+        Invitation.round_id == round_.id, Invitation.is_used.is_(False))).scalar_one()
+    parsed = parse_ballot(build_sheet(round_, invitation.group_id), MultiDict(full_ballot(round_)))
+    new = _NewBallot.of(parsed, is_paper=False, is_valid=True)
+    who = (invitation.id, round_.id, invitation.group_id, invitation.token_hash)
+    session.rollback()
+    in_flight = _pg_driver(app)
+    in_flight.execute(_PG_SHARE_ROUND, {"r": round_.id})
+    assert in_flight.execute(_PG_CAST, _pg_cast_parameters(who, new)).fetchone()[0] == 1
+    done = []
+
+    def close():
+        with app.app_context(), OrmSession(db.engine) as closer:
+            transition_round(closer, closer.get(Round, round_.id), "close", "test")
+            done.append(True)
+
+    closing = threading.Thread(target=close)
+    closing.start()
+    closing.join(timeout=2)
+    waited = closing.is_alive()
+    in_flight.commit()
+    in_flight.close()
+    closing.join(timeout=60)
+    assert waited, "the close did not wait for the cast in flight"
+    assert done == [True]
+    sealed = session.execute(select(Round.status, Round.sealed_count).where(
+        Round.id == round_.id)).one()
+    assert tuple(sealed) == ("closed", 3)
+    assert new.receipt in receipts(session, round_.id)
+    assert session.scalar(select(db.func.count()).select_from(Invitation).where(
+        Invitation.round_id == round_.id, Invitation.is_used.is_(True))) == 3
