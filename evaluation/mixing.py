@@ -159,9 +159,6 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
         if engine.dialect.name == "postgresql":
             _vacuum_postgresql(conn, mix_xid, full)
         elif engine.dialect.name == "sqlite":
-            if not full:  # copy the log into the file beside the casts, which go on appending
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            # then empty it in line: casts wait only for the last frames and the truncation
             with sqlite_writer(engine):  # casts wait in line rather than in the busy handler
                 if full:
                     conn.exec_driver_sql("VACUUM")
