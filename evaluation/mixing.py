@@ -53,10 +53,7 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     # Under the lock no cast is in flight: this count is exact.
     count = session.scalar(text("SELECT count(*) FROM ballots WHERE round_id = :r"),
                            {"r": round_id})
-    session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
-                    {"n": count, "r": round_id})
-    # The vacuum after the commit waits for sessions that may still see the rows this deletes.
-    session.info[_MIX_XID] = int(session.scalar(text("SELECT pg_current_xact_id()::text")))
+    _record_mix(session, round_id, count)
     for table, where in MIXED_TABLES:
         session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
@@ -96,11 +93,16 @@ def _mix_open_round(session: Session, round_id: int, every: int) -> bool:
     count = session.scalar(_PG_MIX_OPEN, {"r": round_id, "mixed": mixed, "every": every})
     if count - mixed < every:
         return False  # another worker has just mixed
+    _record_mix(session, round_id, count)
+    return True
+
+
+def _record_mix(session: Session, round_id: int, count: int) -> None:
+    """Remember the round's ballot count at this mix, and the mix's transaction id: the vacuum
+    after the commit waits for sessions that may still see the rows the mix deletes."""
     session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
                     {"n": count, "r": round_id})
-    # The vacuum after the commit waits for sessions that may still see the rows this deleted.
     session.info[_MIX_XID] = int(session.scalar(text("SELECT pg_current_xact_id()::text")))
-    return True
 
 
 #: How long the vacuum after a mix waits for older snapshots to end, in seconds: while open (a

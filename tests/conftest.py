@@ -54,23 +54,23 @@ def redis_available() -> str | None:
     return _redis_status["error"]
 
 
+def _service_line(name: str, where: str, error: str | None, running: str, tests: str,
+                  skipped: str) -> str:
+    if error is None:
+        return f"{name}: {where} answers; {running}"
+    if IN_CI:
+        return f"{name}: NOT reachable under CI ({error}); {tests} will FAIL"
+    return f"{name}: not reachable ({error}); {tests} are SKIPPED{skipped}"
+
+
 def pytest_report_header(config):
-    lines = []
-    error = pg_available()
-    if error is None:
-        lines.append(f"PostgreSQL: {PG_ADMIN_URL} answers; database tests run on SQLite and PostgreSQL")
-    elif IN_CI:
-        lines.append(f"PostgreSQL: NOT reachable under CI ({error}); PostgreSQL tests will FAIL")
-    else:
-        lines.append(f"PostgreSQL: not reachable ({error}); PostgreSQL tests are SKIPPED, SQLite only")
-    error = redis_available()
-    if error is None:
-        lines.append(f"Redis: {REDIS_TEST_URL} answers; the mail-queue tests run")
-    elif IN_CI:
-        lines.append(f"Redis: NOT reachable under CI ({error}); the mail-queue tests will FAIL")
-    else:
-        lines.append(f"Redis: not reachable ({error}); the mail-queue tests are SKIPPED")
-    return lines
+    return [
+        _service_line("PostgreSQL", PG_ADMIN_URL, pg_available(),
+                      "database tests run on SQLite and PostgreSQL", "PostgreSQL tests",
+                      ", SQLite only"),
+        _service_line("Redis", REDIS_TEST_URL, redis_available(), "the mail-queue tests run",
+                      "the mail-queue tests", ""),
+    ]
 
 
 def pg_url_for(name: str) -> str:
