@@ -93,7 +93,8 @@ def _two_way_mean_squares(x) -> _MeanSquares:
 
 
 def _icc_forms(ms: _MeanSquares) -> dict[str, float]:
-    n, k, msr, msw, msc, mse = ms
+    """NaN (or inf) where a form is undefined, e.g. scores that never vary: 0 / 0."""
+    n, k, msr, msw, msc, mse = (np.float64(v) for v in ms)
     with np.errstate(divide="ignore", invalid="ignore"):
         forms = {
             "ICC1": (msr - msw) / (msr + (k - 1) * msw),
@@ -113,7 +114,7 @@ def icc(x) -> dict[str, float]:
 
 def _icc2_ci(ms: _MeanSquares, value: float, q: float) -> tuple[float, float]:
     # Satterthwaite df for ICC(2,1) as in McGraw & Wong (1996), Table 7, case 2A.
-    n, k, msr, _, msc, mse = ms
+    n, k, msr, _, msc, mse = (np.float64(v) for v in ms)
     fj = msc / mse
     a = n * (1 + (k - 1) * value) - k * value
     v = (n - 1) * (k - 1) * (k * value * fj + a) ** 2

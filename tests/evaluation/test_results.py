@@ -467,3 +467,31 @@ def test_groups_are_shown_when_none_is_folded(session, make_round, example_spec,
     page = client.get(f"/staff/rounds/{round_.id}/results").get_data(as_text=True)
     assert 'class="group-peer"' in page and 'class="group-superior"' in page
     assert f"{groups['peer']['score']:.2f}" in page
+
+
+def test_identical_ballots_give_results_without_reliability_figures(session, make_round, runner,
+                                                                    client, sign_in):
+    """Five ballots that give every cadre the same grade and every item 8: nothing varies, so
+    the ICC is undefined. The page, both downloads and the command still answer."""
+    round_ = make_round("open")
+    groups = {g.key: g for g in round_.groups}
+    competent = next(g for g in round_.grades if g.key == "competent")
+    ballots = [_ballot(round_, groups["peer"]) for _ in range(5)]
+    session.add_all(ballots)
+    session.add_all([Rating(ballot_id=b.id, participation_id=p.id, grade_id=competent.id)
+                     for b in ballots for p in round_.participations])
+    session.flush()
+    session.add_all([ItemRating(ballot_id=b.id, participation_id=p.id, item_id=i.id, value=8)
+                     for b in ballots for p in round_.participations for i in round_.items])
+    session.commit()
+    transition_round(session, round_, "close", "test")
+    doc = compute_results(session, round_.id)
+    assert doc["round"]["n_ballots"] == 5
+    assert doc["reliability"]["overall"]["icc"]["single"] is None
+    assert all(c["items"] and c["n_ballots"] == 5 for c in doc["cadres"])
+    result = runner.invoke(args=["results", str(round_.id), "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["reliability"]["overall"]["icc"]["average"] is None
+    sign_in("analyst")
+    for suffix in ("", ".csv", ".xlsx"):
+        assert client.get(f"/staff/rounds/{round_.id}/results{suffix}").status_code == 200

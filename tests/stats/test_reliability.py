@@ -460,3 +460,14 @@ def test_kendall_w_chi2_matches_scipy_friedman(seed):
 def test_kendall_w_rejects_bad_input(x):
     with pytest.raises(ValueError):
         kendall_w(x)
+
+
+def test_icc_of_scores_that_never_vary_is_undefined_not_an_error():
+    """Every rater gives every target the same score: 0 / 0, so NaN (shown as "no figure")."""
+    same = np.full((4, 5), 8.0)
+    assert all(np.isnan(v) for v in icc(same).values())
+    row = icc_table(same)["ICC2"]
+    assert np.isnan(row.icc) and np.isnan(row.ci_low) and np.isnan(row.ci_high)
+    # Targets differ but raters agree exactly: the residual is 0, ICC(3) and ICC(2) are 1.
+    agreed = np.repeat(np.array([[3.0], [5.0], [8.0]]), 4, axis=1)
+    assert icc(agreed)["ICC3"] == pytest.approx(1.0) and icc(agreed)["ICC2"] == pytest.approx(1.0)
