@@ -132,8 +132,11 @@ def show_receipt():
 
 
 def about():
-    """Say in plain words what is stored about a ballot and what is not."""
-    return render_template("survey/about.html")
+    """Say in plain words what is stored about a ballot and what is not; with a ticket in the
+    session, the minimum group size is that round's."""
+    ticket = Ticket.from_session(session.get("ticket"))
+    round_ = db.session.get(Round, ticket.round_id) if ticket else None
+    return render_template("survey/about.html", min_size=round_.min_group_size if round_ else None)
 
 
 def bulletin(round_id: int):

@@ -106,3 +106,19 @@ def test_forged_link_is_refused_before_any_query(client, app, make_round, issue,
     assert statements == []
     assert response.status_code == 404
     assert "This is not a valid ballot link" in response.get_data(as_text=True)
+
+
+def test_the_about_page_says_what_is_stored_in_plain_words(client, make_round, issue, session):
+    """Without a ballot in hand it speaks of the round's minimum in general; with one, it gives
+    that round's minimum. It never claims ballots are shuffled while voting goes on."""
+    en = client.get("/about", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "the round's minimum (usually 3)" in en
+    assert "Until the next rewrite" in en and "shuffled on disk while voting" not in en
+    zh = client.get("/about", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "哪些链接已使用" in zh and "通常为 3 人" in zh
+    round_ = make_round("open")
+    round_.min_group_size = 5
+    session.commit()
+    assert client.get(link_path(issue(round_)[0])).status_code == 302
+    en = client.get("/about", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "fewer than 5 ballots is never shown on its own" in en
