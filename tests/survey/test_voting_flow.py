@@ -113,9 +113,9 @@ def test_the_about_page_says_what_is_stored_in_plain_words(client, make_round, i
     that round's minimum. It never claims ballots are shuffled while voting goes on."""
     en = client.get("/about", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "the round's minimum (usually 3)" in en
-    assert "Until the next rewrite" in en and "shuffled on disk while voting" not in en
+    assert "Until then, someone who copies" in en and "shuffled on disk while voting" not in en
     zh = client.get("/about", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
-    assert "哪些链接已使用" in zh and "通常为 3 人" in zh
+    assert "抹去" in zh and "通常为 3 人" in zh
     round_ = make_round("open")
     round_.min_group_size = 5
     session.commit()
