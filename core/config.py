@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from limits import parse_many
+
 #: The placeholder keys that must never protect a production instance.
 INSECURE_KEYS = frozenset({"", "dev", "change-me", "changeme", "secret", "pingyi-dev-key"})
 DEV_SECRET_KEY = "pingyi-dev-key"
@@ -95,6 +97,7 @@ class Config:
             redis_prefix=env.get("PINGYI_REDIS_PREFIX") or "pingyi",
             base_url=(env.get("PINGYI_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
             mix_every=int(env.get("PINGYI_MIX_EVERY") or 20),
+            link_rate_limit=env.get("PINGYI_LINK_RATE_LIMIT") or "60 per minute",
             proxy_fix=env.get("PINGYI_PROXY_FIX", "").lower() in ("1", "true", "yes"),
         )
         values.update(overrides)
@@ -105,7 +108,13 @@ class Config:
         return config
 
     def check(self) -> None:
-        """Refuse settings that are unsafe for the environment."""
+        """Refuse settings that are unsafe for the environment, or that cannot work."""
+        for name in ("link_rate_limit", "login_rate_limit"):
+            try:
+                parse_many(getattr(self, name))
+            except ValueError:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not a rate limit "
+                                  "(for example: 60 per minute)") from None
         if self.is_production and (self.secret_key in INSECURE_KEYS or len(self.secret_key) < 32):
             raise ConfigError(
                 "PINGYI_ENV=production needs a real SECRET_KEY of at least 32 characters "

@@ -46,3 +46,12 @@ def test_flask_cli_refuses_to_start_in_production_without_a_key(tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: PINGYI_ENV=production needs a real SECRET_KEY")
+
+
+def test_the_limit_on_bad_links_and_codes_is_a_setting_and_must_parse(tmp_path):
+    env = {"INSTANCE_PATH": str(tmp_path)}
+    assert Config.from_env(env).link_rate_limit == "60 per minute"
+    assert Config.from_env({**env, "PINGYI_LINK_RATE_LIMIT": "300 per minute"}
+                           ).link_rate_limit == "300 per minute"
+    with pytest.raises(ConfigError, match="link_rate_limit: '300 a minute' is not a rate limit"):
+        Config.from_env({**env, "PINGYI_LINK_RATE_LIMIT": "300 a minute"})

@@ -99,7 +99,13 @@ def test_invalid_attempts_are_rate_limited_but_used_links_and_ballots_are_not(
         assert client.get(link_path(used)).status_code == 409
     statuses = [client.get(f"/v/forged-{n}").status_code for n in range(31)]
     assert statuses[:30] == [404] * 30 and statuses[30] == 429
-    assert client.post("/code", data={"code": "AAAAA-AAAAA", "csrf_token": csrf_token(client)}
+    refused = client.post("/code", data={"code": "AAAAA-AAAAA", "csrf_token": csrf_token(client)},
+                          headers={"Accept-Language": "en"})
+    assert refused.status_code == 429
+    assert "a link or QR code you were given still opens at once" in refused.get_data(as_text=True)
+    # a genuine code waits for the minute too: letting it through would tell a guesser which
+    # codes exist
+    assert client.post("/code", data={"code": fresh.display_code, "csrf_token": csrf_token(client)}
                        ).status_code == 429
     # another phone in the same room (same address): a genuine link still opens, and casting
     # is never limited
