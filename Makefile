@@ -9,6 +9,10 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 CHROMIUM ?= /usr/bin/chromium
+# Links printed and mailed by `make run` point at the port it serves, unless PINGYI_BASE_URL is
+# set in the environment or in .env (phones on the network need the machine's own address).
+LINK_HOST := $(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(HOST))
+BASE_URL_ENV := $(if $(PINGYI_BASE_URL)$(shell grep -s '^PINGYI_BASE_URL=' .env),,PINGYI_BASE_URL=http://$(LINK_HOST):$(PORT))
 
 .PHONY: run test install translations demo-data clean bench system-deps
 
@@ -28,11 +32,11 @@ translations: $(STAMP)
 demo-data: install translations
 	mkdir -p instance
 	$(BIN)/flask db upgrade
-	$(BIN)/flask demo
+	$(BASE_URL_ENV) $(BIN)/flask demo
 
 run: demo-data
 	@echo "Pingyi on http://$(HOST):$(PORT)/  (staff pages: http://$(HOST):$(PORT)/staff/)"
-	$(BIN)/flask run --host $(HOST) --port $(PORT)
+	$(BASE_URL_ENV) $(BIN)/flask run --host $(HOST) --port $(PORT)
 
 # The browser tests drive Debian's Chromium; CJK fonts make the screenshots readable.
 system-deps:
