@@ -23,5 +23,7 @@
     form.classList.toggle("over-quota", over);
   }
   form.addEventListener("change", update);
+  // Coming back to the page, the browser puts the answers back after this script has run.
+  window.addEventListener("pageshow", update);
   update();
 })();

@@ -151,3 +151,21 @@ def test_printed_slips_are_scanned_or_typed_on_a_phone_to_a_receipt(
     assert type_code(codes[1]).status == 409
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Ballot)) == 2
+
+
+def test_progress_and_quota_follow_answers_the_browser_restores(live_server, phone, make_round,
+                                                                 issue):
+    """Grade four cadres, read the "what is stored" page, come back: the browser puts the
+    answers back, and the progress and the quota warning count them."""
+    round_ = make_round("open")
+    phone.goto(f"{live_server}/v/{issue(round_)[0].token}")
+    for p in round_.participations[:4]:
+        phone.locator(f"input[name='grade-{p.cadre.key}'][value='excellent']").check(force=True)
+    assert phone.locator("#progress").inner_text() == "已评 4 / 12 人"
+    phone.goto(f"{live_server}/about")
+    phone.go_back()
+    phone.wait_for_load_state("load")
+    key = round_.participations[0].cadre.key
+    assert phone.locator(f"input[name='grade-{key}'][value='excellent']").is_checked()
+    assert phone.locator("#progress").inner_text() == "已评 4 / 12 人"
+    assert phone.locator("#quota-warning").is_visible()
