@@ -64,10 +64,11 @@ def open_link(token: str):
 def enter_code():
     """Let the evaluator type the short code from a slip."""
     if request.method == "POST":
+        typed = request.form.get("code", "")[:64]
         try:
-            ticket = enter_with_code(db.session, request.form.get("code", "")[:64], _keys())
-        except UnknownLinkError:
-            return render_template("survey/code.html", wrong=True), 404
+            ticket = enter_with_code(db.session, typed, _keys())
+        except UnknownLinkError:  # the code comes back, so that the voter can see the typo
+            return render_template("survey/code.html", wrong=True, typed=typed[:20]), 404
         except CastError as exc:
             return refused(exc.reason)
         session["ticket"] = ticket.to_session()

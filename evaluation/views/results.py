@@ -32,6 +32,6 @@ def export_results(round_id: int, fmt: str):
     if fmt == "xlsx":
         body, mimetype = results_xlsx(doc), XLSX_MIMETYPE
     else:  # a byte-order mark lets spreadsheet programs read the UTF-8 (Chinese names)
-        body, mimetype = results_csv(doc).encode("utf-8-sig"), "text/csv; charset=utf-8"
+        body, mimetype = results_csv(doc).encode("utf-8-sig"), "text/csv"  # werkzeug adds the charset
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f"attachment; filename=round-{round_.id}-results.{fmt}"})

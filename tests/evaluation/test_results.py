@@ -419,7 +419,7 @@ def test_downloads(client, sign_in, planted):
     assert len(body) == 12 and "'" + EVIL_NAME in [r[name] for r in body]
     assert all(cell.data_type != "f" for row in sheet.iter_rows() for cell in row)
     response = client.get(f"/staff/rounds/{round_id}/results.csv")
-    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.status_code == 200 and response.headers["Content-Type"] == "text/csv; charset=utf-8"
     text = response.data.decode("utf-8-sig")
     assert "'" + EVIL_NAME.replace('"', '""') in text
 

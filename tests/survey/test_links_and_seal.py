@@ -59,6 +59,14 @@ def test_short_code_opens_the_ballot_however_it_is_typed(client, post, make_roun
     assert post("/ballot", full_ballot(round_)).status_code == 302
 
 
+def test_a_wrong_code_comes_back_in_the_box_escaped(post, make_round):
+    make_round("open")
+    response = post("/code", {"code": 'ABCDE-FGH"<b>'})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 404 and 'value="ABCDE-FGH&#34;&lt;b&gt;"' in page
+    assert 'aria-invalid="true"' in page and "<b>" not in page
+
+
 @pytest.mark.parametrize("text, expected", [
     ("ABCDE-FGHJK", "ABCDEFGHJK"), ("abcde fghjk", "ABCDEFGHJK"), ("ABCDE-FGHJ", None),
     ("ABCDE-FGHJ1", None), ("ABCDE-FGHJO", None), ("", None),
