@@ -149,13 +149,16 @@ def rows_for(kind: str, spec: dict) -> list[dict]:
 
 
 def split_problems(problems: list[str], section: str, row_index: list[int]) -> tuple[dict, list[str]]:
-    """Map "section[i].field: msg" problems onto form rows; the rest stay general."""
+    """Map "section[i].field: msg" problems onto form rows; the rest stay general. In the
+    general list a row's problem names the row as the page numbers it ("#2 kpi: ..."), not by
+    the spec's index from 0."""
     by_row: dict[tuple[int, str], list[str]] = {}
     general = []
     for problem in problems:
         match = ROW_PATH_RE.match(problem)
         if match and match.group(1) == section and int(match.group(2)) < len(row_index):
-            key = (row_index[int(match.group(2))], match.group(3))
-            by_row.setdefault(key, []).append(problem.split(": ", 1)[-1])
+            row, message = row_index[int(match.group(2))], problem.split(": ", 1)[-1]
+            by_row.setdefault((row, match.group(3)), []).append(message)
+            problem = f"#{row + 1} {match.group(3)}: {message}"
         general.append(problem)
     return by_row, general

@@ -213,7 +213,9 @@ def test_group_edit_with_weights_not_adding_up_marks_the_row(client, sign_in, po
     rows[3]["weight"] = "0.1"
     rows.append({"key": "", "label_zh": "", "label_en": "", "weight": "", "cadres": ""})  # blank
     response = post(f"/staff/rounds/{round_.id}/groups", rows_payload(rows))
-    assert "groups[3].weight: weights must add up to 1, they add up to 0.9" in text(response)
+    assert "#4 weight: weights must add up to 1, they add up to 0.9" in text(response)
+    assert "<legend>4</legend>" in text(response)
+    assert "Clear a row to remove it; fill a blank row to add one.</p>" in text(response)
     assert 'class="field has-error"' in text(response)
     session.expire_all()
     assert export_spec(session.get(Round, round_.id))["groups"] == example_spec["groups"]
