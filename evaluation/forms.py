@@ -37,6 +37,19 @@ class NewRoundForm(FlaskForm):
     spec_file = FileField(_l("Or a round-spec file (JSON)"),
                           validators=[Optional(), FileAllowed(["json"], _l("A .json file"))])
 
+    def validate(self, extra_validators=None) -> bool:
+        """A round started from the defaults takes its title and period from this form; a copy
+        or a spec file brings its own."""
+        valid = super().validate(extra_validators)
+        if self.template.data or self.spec_file.data:
+            return valid
+        for field, message in ((self.title, _l("Give the round a title.")),
+                               (self.period, _l("Give the period, for example 2026."))):
+            if not (field.data or "").strip():
+                field.errors = [*field.errors, message]
+                valid = False
+        return valid
+
 
 class MultiCheckboxField(SelectMultipleField):
     """Checkboxes for a multiple choice."""

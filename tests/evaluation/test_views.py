@@ -125,6 +125,20 @@ def test_new_round_with_defaults_and_with_a_template(client, sign_in, post, make
     assert copy_round.title == "Copy"
 
 
+def test_a_round_from_the_defaults_needs_a_title_and_a_period(client, sign_in, post, make_round,
+                                                               session):
+    from sqlalchemy import func, select
+    sign_in("organiser")
+    template = make_round("open")
+    page = text(post("/staff/rounds/new", {"title": "  ", "period": "", "template": "0"},
+                     headers={"Accept-Language": "en"}))
+    assert "Give the round a title." in page and "Give the period, for example 2026." in page
+    assert session.scalar(select(func.count()).select_from(Round)) == 1
+    copy = post("/staff/rounds/new", {"title": "", "period": "", "template": str(template.id)})
+    assert copy.status_code == 302  # a copy brings the title and period of its round
+    assert session.get(Round, int(copy.location.rsplit("/", 1)[1])).title == template.title
+
+
 def test_bad_spec_upload_lists_problems_and_creates_nothing(client, sign_in, post, session):
     sign_in("organiser")
     bad = b'{"title": "x", "period": "y", "rules": {"validity": "maybe"}}'
