@@ -10,7 +10,7 @@ from wtforms import (
     SelectMultipleField, StringField, SubmitField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 BLANK_ROWS = 3
@@ -155,8 +155,9 @@ class SlipsForm(FlaskForm):
     """How many printable QR slips, for which group."""
 
     group = SelectField(_l("Rater group"), choices=[])
-    count = IntegerField(_l("Number of slips"), default=10,
-                         validators=[DataRequired(), NumberRange(min=1, max=500)])
+    count = IntegerField(_l("Number of slips"), default=10, validators=[
+        InputRequired(_l("Give a number from 1 to 500.")),
+        NumberRange(min=1, max=500, message=_l("Give a number from 1 to 500."))])
 
 
 class InviteForm(FlaskForm):

@@ -119,8 +119,8 @@ def _submitted(form, round_):
     form.group.choices = group_choices(round_)
     if form.validate_on_submit():
         return form
-    for field, errors in form.errors.items():
-        flash(f"{field}: {'; '.join(map(str, errors))}", "error")
+    for field, errors in form.errors.items():  # named as the page labels the field
+        flash(f"{form[field].label.text}: {'; '.join(map(str, errors))}", "error")
     return None
 
 

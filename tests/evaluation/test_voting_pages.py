@@ -33,9 +33,11 @@ def test_slips_refused_for_a_closed_round(client, sign_in, post, make_round, ses
 def test_slips_count_is_bounded(client, sign_in, post, make_round, session):
     sign_in("organiser")
     round_ = make_round("open")
-    response = post(f"/staff/rounds/{round_.id}/slips", {"group": "public", "count": "5000"},
-                    follow_redirects=True)
-    assert "count:" in response.get_data(as_text=True)
+    for count in ("5000", "0", "abc", ""):
+        response = post(f"/staff/rounds/{round_.id}/slips", {"group": "public", "count": count},
+                        follow_redirects=True, headers={"Accept-Language": "en"})
+        assert "Number of slips: " in response.get_data(as_text=True)
+        assert "Give a number from 1 to 500." in response.get_data(as_text=True)
     assert session.scalar(select(func.count()).select_from(Invitation)) == 0
 
 

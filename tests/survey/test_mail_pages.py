@@ -101,7 +101,7 @@ def test_wrong_file_type_is_a_form_error_and_sends_nothing(client, sign_in, post
     path = tmp_path / "people.txt"
     path.write_text("email\na@example.org\n")
     page = text(upload(post, round_, path))
-    assert "file: A .csv or .xlsx file" in page
+    assert "Addresses (CSV or XLSX): A .csv or .xlsx file" in page
     assert inbox.messages == [] and invited(session) == 0
 
 
