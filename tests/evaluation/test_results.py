@@ -6,6 +6,7 @@ the rules of DESIGN.md, never read back from the code under test.
 """
 
 import csv
+import html
 import datetime as dt
 import io
 import json
@@ -495,3 +496,18 @@ def test_identical_ballots_give_results_without_reliability_figures(session, mak
     sign_in("analyst")
     for suffix in ("", ".csv", ".xlsx"):
         assert client.get(f"/staff/rounds/{round_.id}/results{suffix}").status_code == 200
+
+
+def test_pages_name_groups_grades_and_rules_by_their_labels(client, sign_in, planted):
+    """Folded groups on the results page, and the round page's trimming and dissatisfied
+    grades, read in the page's language, not as spec keys."""
+    sign_in("analyst")
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    page = client.get(f"/staff/rounds/{planted[0]}/results").get_data(as_text=True)
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    folded = [line.strip() for line in text.splitlines() if "3" in line and "上级" in line]
+    assert folded and not re.search(r"[：:]\s*superior", text)
+    round_page = html.unescape(re.sub(r"<[^>]+>", "", client.get(f"/staff/rounds/{planted[0]}")
+                                      .get_data(as_text=True)))
+    assert "去掉 k 个最高分和 k 个最低分" in round_page and "drop_extremes" not in round_page
+    assert "不称职: > " in round_page and "incompetent:" not in round_page
