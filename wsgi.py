@@ -14,12 +14,11 @@ from flask_babel import get_locale, lazy_gettext
 from sqlalchemy.exc import OperationalError
 
 import core.database  # noqa: F401 - registers the SQLite connection settings
-from core.config import Config, ConfigError
+from core.config import LOCALES, Config, ConfigError
 from core.sessions import SessionInterface
 from core.extensions import babel, csrf, db, limiter, login_manager, migrate
 from evaluation.invitations import Keys
 
-LOCALES = ("zh", "en")
 LINK_PATH_RE = re.compile(r"/v/[^\s\"?]+")
 
 

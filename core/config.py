@@ -13,6 +13,8 @@ from limits import parse_many
 #: The placeholder keys that must never protect a production instance.
 INSECURE_KEYS = frozenset({"", "dev", "change-me", "changeme", "secret", "pingyi-dev-key"})
 DEV_SECRET_KEY = "pingyi-dev-key"
+#: The languages of the pages; the first is the default.
+LOCALES = ("zh", "en")
 
 
 class ConfigError(RuntimeError):

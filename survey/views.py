@@ -6,14 +6,16 @@ from flask import (
     Blueprint, abort, current_app, redirect, render_template, request, session, url_for,
 )
 
-from flask_babel import get_locale
+from flask_babel import get_locale, refresh
 from markupsafe import Markup
 
+from core.config import LOCALES
 from core.extensions import db, limiter
 from core.signing import BadLinkError
 from evaluation.ballot_box import CastError, receipts
 from evaluation.invitations import UnknownLinkError
 from evaluation.models import Round
+from evaluation.ballot_sheet import parse_ballot
 from evaluation.voting import BallotInvalidError, Ticket, cast, enter_with_code, enter_with_link, sheet_for
 
 bp = Blueprint("survey", __name__)
@@ -124,6 +126,26 @@ def cast_ballot():
     return redirect(url_for("survey.show_receipt"))
 
 
+def ballot_language():
+    """Show the ballot in the other language with the answers given so far; nothing is cast.
+
+    The header's language buttons submit the ballot form here (see survey/ballot.html), so a
+    voter who switches halfway loses nothing, with or without JavaScript.
+    """
+    if request.form.get("lang") in LOCALES:
+        session["lang"] = request.form["lang"]
+        refresh()  # this request already picked its locale
+    ticket = Ticket.from_session(session.get("ticket"))
+    if ticket is None:
+        return redirect(url_for("survey.show_ballot"))
+    try:
+        sheet = sheet_for(db.session, ticket)
+    except CastError as exc:
+        return refused(exc.reason)
+    return render_template("survey/ballot.html", sheet=sheet,
+                           values=parse_ballot(sheet, request.form).values, errors={})
+
+
 def show_receipt():
     """Show the receipt code of the ballot just cast in this browser."""
     receipt = session.get("receipt")
@@ -189,6 +211,7 @@ for rule, endpoint, view, methods in [
     ("/code", "enter_code", _limited(enter_code), ["GET", "POST"]),
     ("/ballot", "show_ballot", show_ballot, ["GET"]),
     ("/ballot", "cast_ballot", cast_ballot, ["POST"]),
+    ("/ballot/language", "ballot_language", ballot_language, ["POST"]),
     ("/receipt", "show_receipt", show_receipt, ["GET"]),
     ("/about", "about", about, ["GET"]),
     ("/bulletin/<int:round_id>", "bulletin", bulletin, ["GET"]),

@@ -8,11 +8,11 @@ from flask import flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
+from core.config import LOCALES
 from core.extensions import db
 from evaluation.accounts import authenticate
 from evaluation.forms import ActionForm, SignInForm
 
-LOCALES = ("zh", "en")
 
 
 def _safe_next(target: str | None) -> str:

@@ -169,3 +169,14 @@ def test_progress_and_quota_follow_answers_the_browser_restores(live_server, pho
     assert phone.locator(f"input[name='grade-{key}'][value='excellent']").is_checked()
     assert phone.locator("#progress").inner_text() == "已评 4 / 12 人"
     assert phone.locator("#quota-warning").is_visible()
+
+
+def test_switching_language_halfway_keeps_the_answers(live_server, phone, make_round, issue):
+    round_ = make_round("open")
+    phone.goto(f"{live_server}/v/{issue(round_)[0].token}")
+    for p in round_.participations[:3]:
+        phone.locator(f"input[name='grade-{p.cadre.key}'][value='competent']").check(force=True)
+    phone.locator("header button[value='en']").click()
+    phone.wait_for_url(f"{live_server}/ballot/language")
+    assert phone.locator("html").get_attribute("lang") == "en"
+    assert phone.locator("#progress").inner_text() == "3 of 12 rated"

@@ -122,3 +122,22 @@ def test_the_about_page_says_what_is_stored_in_plain_words(client, make_round, i
     assert client.get(link_path(issue(round_)[0])).status_code == 302
     en = client.get("/about", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "fewer than 5 ballots is never shown on its own" in en
+
+
+def test_switching_language_on_the_ballot_keeps_the_answers_and_casts_nothing(
+        client, post, make_round, issue, session):
+    round_ = make_round("open")
+    assert client.get(link_path(issue(round_)[0]), headers={"Accept-Language": "zh-CN"}
+                      ).status_code == 302
+    ballot = client.get("/ballot").get_data(as_text=True)
+    assert 'form="ballot" formaction="/ballot/language"' in ballot  # the header's buttons
+    answers = {k: v for k, v in full_ballot(round_).items() if k.startswith(("grade-c01", "item-c01"))}
+    answers["comment-c01"] = "有理有据 <b>"
+    page = post("/ballot/language", {**answers, "lang": "en"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and '<html lang="en">' in text
+    assert f'name="grade-c01" value="{answers["grade-c01"]}" checked' in text
+    assert "有理有据 &lt;b&gt;</textarea>" in text
+    assert session.scalar(select(func.count()).select_from(Ballot)) == 0
+    assert not session.scalar(select(Invitation.is_used))
+    assert '<html lang="en">' in client.get("/ballot").get_data(as_text=True)  # remembered
