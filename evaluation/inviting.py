@@ -81,8 +81,8 @@ def _deliver(session: Session, mailer: Mailer, round_: Round, link: IssuedLink, 
              reminder: bool, report: MailReport, restore: dict) -> None:
     """Send one link, already marked as mailed (committed: nothing stays locked meanwhile);
     if the message cannot go out, put back `restore` (see unsend)."""
-    message = invitation_message(mailer.settings.sender, link.email, round_.title,
-                                 f"{base_url}/v/{link.token}", link.display_code, reminder)
+    message = invitation_message(mailer.settings.sender, link.email, round_.title, base_url,
+                                 link.token, link.display_code, reminder)
     try:
         mailer.send(message)
     except MailError as exc:

@@ -30,9 +30,11 @@ class MailSettings:
                    config.mail_use_tls, config.mail_sender, config.instance_path / "outbox")
 
 
-def invitation_message(sender: str, to: str, round_title: str, url: str, code: str,
-                       reminder: bool) -> EmailMessage:
-    """The invitation (or reminder) mail, in Chinese and English."""
+def invitation_message(sender: str, to: str, round_title: str, base_url: str, token: str,
+                       code: str, reminder: bool) -> EmailMessage:
+    """The invitation (or reminder) mail, in Chinese and English: the link, and the code with
+    the page to type it on."""
+    url, code_page = f"{base_url}/v/{token}", f"{base_url}/code"
     message = EmailMessage()
     message["From"], message["To"] = sender, to
     message["Subject"] = (("提醒：" if reminder else "") + f"民主测评邀请 / Evaluation invitation: {round_title}")
@@ -41,9 +43,9 @@ def invitation_message(sender: str, to: str, round_title: str, url: str, code: s
     note_en = "This link replaces the one sent before.\n" if reminder else ""
     message.set_content(
         f"您好！\n\n请通过以下链接参加“{round_title}”民主测评（匿名，仅可提交一次）：\n{url}\n\n"
-        f"如无法打开链接，请在测评页面输入代码：{code}\n{note_zh}\n"
+        f"如无法打开链接，请在 {code_page} 输入代码：{code}\n{note_zh}\n"
         f"Hello,\n\nplease take part in the evaluation \"{round_title}\" (anonymous, one ballot):\n"
-        f"{url}\n\nIf the link does not open, type this code on the ballot site: {code}\n{note_en}")
+        f"{url}\n\nIf the link does not open, type this code at {code_page}: {code}\n{note_en}")
     return message
 
 

@@ -27,6 +27,9 @@ def test_invite_sends_each_address_its_own_link_and_reports_bad_ones(runner, ses
     link_a, link_b = inbox.links_for("a@example.org")[0], inbox.links_for("b@example.org")[0]
     assert link_a != link_b
     assert client.get(link_a).status_code == 302
+    body = inbox.messages[0].get_content()  # the code, and the page to type it on
+    assert "请在 http://127.0.0.1:5000/code 输入代码：" in body
+    assert "type this code at http://127.0.0.1:5000/code: " in body
 
 
 def test_invite_again_sends_nobody_a_second_link(runner, session, make_round, inbox, addresses):
