@@ -40,9 +40,10 @@ def _only_failures(response) -> bool:
     return response.status_code in (400, 404)
 
 
-def refused(reason: str):
-    """The page for a link or ballot that cannot vote, with its status code."""
-    return render_template("survey/refused.html", reason=reason), REFUSAL_STATUS[reason]
+def refused(reason: str, by_code: bool = False):
+    """The page for a link, code or ballot that cannot vote, with its status code."""
+    return (render_template("survey/refused.html", reason=reason, by_code=by_code),
+            REFUSAL_STATUS[reason])
 
 
 def home():
@@ -72,7 +73,7 @@ def enter_code():
         except UnknownLinkError:  # the code comes back, so that the voter can see the typo
             return render_template("survey/code.html", wrong=True, typed=typed[:20]), 404
         except CastError as exc:
-            return refused(exc.reason)
+            return refused(exc.reason, by_code=True)
         session["ticket"] = ticket.to_session()
         session.pop("receipt", None)
         return redirect(url_for("survey.show_ballot"))

@@ -94,6 +94,20 @@ def test_example_round_from_upload_to_archive(client, sign_in, post, session):
         assert action in log
 
 
+def test_opening_and_closing_take_a_second_deliberate_click(client, sign_in, make_round):
+    """The page's open and close buttons only unfold a warning with the real button (no
+    JavaScript needed); the request itself is the same POST as before."""
+    sign_in("organiser")
+    for status, action, warning in (("draft", "open", "cannot be changed afterwards"),
+                                    ("open", "close", "It cannot be undone.")):
+        round_ = make_round(status)
+        page = client.get(f"/staff/rounds/{round_.id}", headers={"Accept-Language": "en"}
+                          ).get_data(as_text=True)
+        block = re.search(r'<details class="confirm">(.*?)</details>', page, re.S).group(1)
+        assert f'action="/staff/rounds/{round_.id}/{action}"' in block and warning in block
+        assert f'<button type="submit" class="primary">Yes: ' in block
+
+
 def test_illegal_transition_from_the_page_shows_a_message(client, sign_in, post, make_round, session):
     sign_in("organiser")
     round_ = make_round("draft")

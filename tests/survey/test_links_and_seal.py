@@ -59,6 +59,17 @@ def test_short_code_opens_the_ballot_however_it_is_typed(client, post, make_roun
     assert post("/ballot", full_ballot(round_)).status_code == 302
 
 
+def test_a_used_code_is_refused_in_words_about_a_code(client, post, make_round, issue):
+    round_ = make_round("open")
+    link = issue(round_)[0]
+    assert post("/code", {"code": link.display_code}).status_code == 302
+    assert post("/ballot", full_ballot(round_)).status_code == 302
+    again = post("/code", {"code": link.display_code}, headers={"Accept-Language": "zh-CN"})
+    assert again.status_code == 409 and "此代码已提交过测评票" in again.get_data(as_text=True)
+    opened = client.get(link_path(link), headers={"Accept-Language": "zh-CN"})
+    assert opened.status_code == 409 and "此链接已提交过测评票" in opened.get_data(as_text=True)
+
+
 def test_a_wrong_code_comes_back_in_the_box_escaped(post, make_round):
     make_round("open")
     response = post("/code", {"code": 'ABCDE-FGH"<b>'})
