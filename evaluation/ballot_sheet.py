@@ -141,6 +141,7 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
         grade_id = grade.id
     else:
         parsed.errors.setdefault(grade_field, "choose a grade" if raw == "" else "not one of the choices")
+        _mark_items_without_grade(sheet, cadre, parsed)
         return
     items = []
     for item in sheet.items:
@@ -162,6 +163,19 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
     elif not comment and sheet.reason_required and grade is not None and grade.is_dissatisfied:
         parsed.errors[f"comment-{cadre.key}"] = "give a reason"
     parsed.answers.append((cadre.participation_id, grade_id, comment or None, items))
+
+
+def _mark_items_without_grade(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
+    """A cadre left without a grade: mark its items too, so that one round of corrections does.
+    Blank items are fine with "don't know", so where the round offers it they are marked so."""
+    for item in sheet.items:
+        name = f"item-{cadre.key}-{item.key}"
+        value = parsed.values.get(name, "")
+        if value == "":
+            parsed.errors.setdefault(name, "rate this item or don't know" if sheet.dont_know
+                                     else "rate this item")
+        elif value not in sheet.numerals:
+            parsed.errors.setdefault(name, "not one of the choices")
 
 
 def _check_quota(sheet: Sheet, parsed: ParsedBallot) -> None:

@@ -71,6 +71,25 @@ def test_bad_ballot_is_refused_marked_and_kept(client, post, session, make_round
     assert post("/ballot", full_ballot(round_)).status_code == 302  # the link still works
 
 
+@pytest.mark.parametrize("dont_know, said", [
+    (True, "Rate this item, or choose “Don't know” for this cadre."), (False, "Rate this item.")])
+def test_a_cadre_left_blank_is_marked_whole_in_one_go(client, post, session, make_round, issue,
+                                                       dont_know, said):
+    """No grade and no items for c03, and a bad value beside them: the grade and every item
+    are marked at once, so one round of corrections is enough."""
+    round_ = make_round("open", dont_know=dont_know)
+    client.get(link_path(issue(round_)[0]))
+    items = [i.key for i in round_.items]
+    data = change(full_ballot(round_), grade__c03=None,
+                  **{f"item__c03__{k}": None for k in items[1:]}, **{f"item__c03__{items[0]}": "٣"})
+    response = post("/ballot", data, headers={"Accept-Language": "en"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422 and stored(session) == (0, 0)
+    card = html[html.index('name="grade-c03"'):html.index('name="grade-c04"')]
+    assert "Choose a grade." in card and card.count(said) == len(items) - 1
+    assert card.count("Not one of the choices.") == 1
+
+
 def test_repeated_field_is_refused(client, session, make_round, issue):
     round_ = make_round("open")
     client.get(link_path(issue(round_)[0]))
