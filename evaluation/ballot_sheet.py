@@ -141,19 +141,12 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
         grade_id = grade.id
     else:
         parsed.errors.setdefault(grade_field, "choose a grade" if raw == "" else "not one of the choices")
-        _mark_items_without_grade(sheet, cadre, parsed)
+        # Its items are marked too, so that one round of corrections does; blank ones are fine
+        # with "don't know", so where the round offers it they are marked so.
+        _parse_items(sheet, cadre, parsed, "rate this item or don't know" if sheet.dont_know
+                     else "rate this item")
         return
-    items = []
-    for item in sheet.items:
-        name = f"item-{cadre.key}-{item.key}"
-        value = parsed.values.get(name, "")
-        if value == "" and grade_id is None:
-            continue
-        number = sheet.numerals.get(value)
-        if number is None:
-            parsed.errors.setdefault(name, "rate this item" if value == "" else "not one of the choices")
-        else:
-            items.append((item.id, number))
+    items = _parse_items(sheet, cadre, parsed, None if grade_id is None else "rate this item")
     # Browsers send line breaks as CRLF but count them as one character.
     comment = parsed.values.get(f"comment-{cadre.key}", "").replace("\r\n", "\n").strip()
     if len(comment) > MAX_COMMENT:
@@ -165,17 +158,22 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
     parsed.answers.append((cadre.participation_id, grade_id, comment or None, items))
 
 
-def _mark_items_without_grade(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
-    """A cadre left without a grade: mark its items too, so that one round of corrections does.
-    Blank items are fine with "don't know", so where the round offers it they are marked so."""
+def _parse_items(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot,
+                 blank: str | None) -> list[tuple[int, int]]:
+    """The cadre's (item id, value) scores; a value off the scale is marked, and a blank one
+    with the error `blank` (None: blanks are allowed and skipped)."""
+    items = []
     for item in sheet.items:
         name = f"item-{cadre.key}-{item.key}"
         value = parsed.values.get(name, "")
-        if value == "":
-            parsed.errors.setdefault(name, "rate this item or don't know" if sheet.dont_know
-                                     else "rate this item")
-        elif value not in sheet.numerals:
-            parsed.errors.setdefault(name, "not one of the choices")
+        if value == "" and blank is None:
+            continue
+        number = sheet.numerals.get(value)
+        if number is None:
+            parsed.errors.setdefault(name, blank if value == "" else "not one of the choices")
+        else:
+            items.append((item.id, number))
+    return items
 
 
 def _check_quota(sheet: Sheet, parsed: ParsedBallot) -> None:

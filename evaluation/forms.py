@@ -14,6 +14,9 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.widgets import CheckboxInput, ListWidget
 
 BLANK_ROWS = 3
+#: The round spec's trimming methods as pages name them (the settings form, the round page).
+TRIM_METHODS = {"none": _l("None"), "drop_extremes": _l("Drop the k highest and k lowest"),
+                "proportion": _l("Drop a proportion from each end")}
 
 
 class SignInForm(FlaskForm):
@@ -67,9 +70,7 @@ class SettingsForm(FlaskForm):
     item_min = StringField(_l("Item scale from"))
     item_max = StringField(_l("Item scale to"))
     trim_method = SelectField(_l("Trimming"), choices=[
-        SelectChoice("none", _l("None")),
-        SelectChoice("drop_extremes", _l("Drop the k highest and k lowest")),
-        SelectChoice("proportion", _l("Drop a proportion from each end"))])
+        SelectChoice(key, label) for key, label in TRIM_METHODS.items()])
     trim_k = StringField(_l("k"))
     trim_proportion = StringField(_l("Proportion"))
     trim_min_n = StringField(_l("Trim from this many ballots up"))

@@ -111,6 +111,13 @@ def _cached_sheet(session: Session, round_id: int, group_id: int, fingerprint: s
     return sheet
 
 
+def answers_so_far(session: Session, ticket: Ticket, form) -> tuple[Sheet, dict[str, str]]:
+    """The ticket's sheet and the answers in a posted form, kept as given, errors and all;
+    nothing is stored. CastError(reason) when the ticket can no longer vote."""
+    sheet = sheet_for(session, ticket)
+    return sheet, parse_ballot(sheet, form).values
+
+
 def cast(session: Session, ticket: Ticket, form, mix_every: int) -> str:
     """Validate a posted ballot and record it; the receipt. BallotInvalidError / CastError."""
     # The conditional update in cast_ballot checks the invitation and the round: a cached sheet

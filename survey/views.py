@@ -15,8 +15,9 @@ from core.signing import BadLinkError
 from evaluation.ballot_box import CastError, receipts
 from evaluation.invitations import UnknownLinkError
 from evaluation.models import Round
-from evaluation.ballot_sheet import parse_ballot
-from evaluation.voting import BallotInvalidError, Ticket, cast, enter_with_code, enter_with_link, sheet_for
+from evaluation.voting import (
+    BallotInvalidError, Ticket, answers_so_far, cast, enter_with_code, enter_with_link, sheet_for,
+)
 
 bp = Blueprint("survey", __name__)
 #: HTTP status of each refusal; the page says it in the voter's language.
@@ -140,11 +141,10 @@ def ballot_language():
     if ticket is None:
         return redirect(url_for("survey.show_ballot"))
     try:
-        sheet = sheet_for(db.session, ticket)
+        sheet, values = answers_so_far(db.session, ticket, request.form)
     except CastError as exc:
         return refused(exc.reason)
-    return render_template("survey/ballot.html", sheet=sheet,
-                           values=parse_ballot(sheet, request.form).values, errors={})
+    return render_template("survey/ballot.html", sheet=sheet, values=values, errors={})
 
 
 def show_receipt():

@@ -13,7 +13,7 @@ from evaluation import rounds as use
 from evaluation.audit import entries_for_round
 from evaluation.definitions import export_spec
 from evaluation.errors import PingyiError
-from evaluation.forms import ActionForm, InviteForm, NewRoundForm, SlipsForm, group_choices
+from evaluation.forms import TRIM_METHODS, ActionForm, InviteForm, NewRoundForm, SlipsForm, group_choices
 from evaluation.invitations import turnout
 from evaluation.specs import SpecError, load_spec, validate_spec
 from evaluation.views.access import actor, round_or_404
@@ -71,7 +71,7 @@ def show_round(round_id: int):
         problems=shown(use.readiness_problems(round_)) if round_.is_draft else [],
         log=entries_for_round(db.session, round_.id), slips_form=slips_form,
         invite_form=invite_form, turnout=turnout(db.session, round_), mailings=mailings,
-        queue_answered=queue_answered)
+        queue_answered=queue_answered, trim_methods=TRIM_METHODS)
 
 
 def transition_round(round_id: int, action: str):
