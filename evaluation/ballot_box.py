@@ -175,7 +175,9 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
 #: invitation row that an older snapshot would look for.
 #: FOR KEY SHARE: closing (FOR UPDATE) waits for the casts in flight, while an open round's
 #: periodic mix (FOR NO KEY UPDATE, see evaluation.mixing) neither waits for them nor holds them.
-_PG_SHARE_ROUND = "SELECT 1 FROM rounds WHERE id = %(r)s FOR KEY SHARE"
+#: Only an open round is locked: once a close has committed the round's new state, later casts
+#: take no lock, so a steady stream of voters cannot keep the closing mix waiting.
+_PG_SHARE_ROUND = "SELECT 1 FROM rounds WHERE id = %(r)s AND status = 'open' FOR KEY SHARE"
 _PG_CAST = """
 WITH used AS (UPDATE invitations SET is_used = true
          WHERE id = %(i)s AND round_id = %(r)s AND group_id = %(g)s AND token_hash = %(t)s

@@ -84,8 +84,11 @@ def _transition_command(action: str):
         click.echo(f"round {round_.id} is {round_.status}", err=True)
         if action == "open":
             click.echo(f"fingerprint {round_.fingerprint}", err=True)
+        if action == "close":
+            click.echo(f"sealed {round_.sealed_count} ballots, seal {round_.seal_head}", err=True)
 
-    command.__doc__ = f"{action.capitalize()} round ID."
+    command.__doc__ = f"{action.capitalize()} round ID." + (
+        " Closing a round whose close stopped halfway finishes it." if action == "close" else "")
     return round_cli.command(action)(command)
 
 

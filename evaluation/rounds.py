@@ -99,15 +99,32 @@ def readiness_problems(round_: Round) -> list[Problem]:
     return problems
 
 
+def is_closing(round_: Round) -> bool:
+    """Voting has ended but the ballots are not yet mixed and sealed: a close that stopped halfway
+    (or a round closed before seals existed). Closing it again finishes the job."""
+    return round_.status == "closed" and round_.seal_head is None
+
+
 def transition_round(session: Session, round_: Round, action: str, actor: str) -> Round:
-    """Open, close, publish or archive the round; refuse an illegal move; log and commit."""
+    """Open, close, publish or archive the round; refuse an illegal move; log and commit.
+
+    Closing ends voting first, in a transaction of its own, and then mixes and seals the ballots
+    (see finish_closing): a close never waits behind voters who keep arriving. Closing a round
+    whose close stopped halfway finishes it; publishing or archiving it is refused until then.
+    """
     if action not in TRANSITIONS:
         raise TransitionError(Problem.of(N_("unknown action {action!r}"), action=action))
+    if action == "close" and is_closing(round_):
+        return finish_closing(session, round_, actor)
     sources, target, stamp = TRANSITIONS[action]
     if round_.status not in sources:
         raise TransitionError(Problem.of(
             N_("cannot {action} a round that is {status} (only a round that is {sources})"),
             action=action, status=round_.status, sources=" or ".join(sources)))
+    if is_closing(round_):
+        raise TransitionError(Problem.of(
+            N_("the round's close did not finish: close it again before you {action} it"),
+            action=action))
     values = {"status": target, stamp: utcnow()}
     if action == "open":
         problems = readiness_problems(round_)
@@ -123,16 +140,39 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
     if result.rowcount != 1:
         session.rollback()
         raise TransitionError(Problem.of(N_("the round changed meanwhile; reload and try again")))
-    if action == "close":
-        # The closing mix locks the round FOR UPDATE: ballots in flight (FOR KEY SHARE) commit
-        # first and are mixed and sealed with the rest; later ones find the round closed.
-        mix_round(session, round_.id)
-        seal_round(session, round_)
     audit.record(session, actor, f"round.{action}", round_.id,
                  **({"fingerprint": values["fingerprint"]} if action == "open" else {}))
+    # Committed on its own: from here on every cast finds the round closed (and on PostgreSQL
+    # does not even take its lock on the round), so the wait below ends with the casts in flight.
     session.commit()
     if action == "close":
-        vacuum_after_mix(session, full=True)
+        return finish_closing(session, round_, actor)
     session.refresh(round_)
     return round_
 
+
+def finish_closing(session: Session, round_: Round, actor: str) -> Round:
+    """Mix and seal a closed round's ballots, log and commit; then clear old row versions.
+
+    A conditional update claims the unsealed round first: it takes SQLite's write lock before the
+    seal is read, and of two requests finishing one close the second finds the seal made and
+    does nothing. The closing mix then locks the round FOR UPDATE on PostgreSQL: ballots in flight
+    (FOR KEY SHARE) commit first and are mixed and sealed with the rest.
+    """
+    claimed = session.execute(
+        update(Round).where(Round.id == round_.id, Round.status == "closed",
+                            Round.seal_head.is_(None))
+        .values(sealed_count=None).execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:
+        session.rollback()
+        session.refresh(round_)
+        return round_
+    mix_round(session, round_.id)
+    seal_round(session, round_)
+    session.refresh(round_)
+    audit.record(session, actor, "round.seal", round_.id, ballots=round_.sealed_count,
+                 seal=round_.seal_head)
+    session.commit()
+    vacuum_after_mix(session, full=True)
+    session.refresh(round_)
+    return round_

@@ -71,7 +71,7 @@ def show_round(round_id: int):
         problems=shown(use.readiness_problems(round_)) if round_.is_draft else [],
         log=entries_for_round(db.session, round_.id), slips_form=slips_form,
         invite_form=invite_form, turnout=turnout(db.session, round_), mailings=mailings,
-        queue_answered=queue_answered, trim_methods=TRIM_METHODS)
+        queue_answered=queue_answered, trim_methods=TRIM_METHODS, closing=use.is_closing(round_))
 
 
 def transition_round(round_id: int, action: str):

@@ -436,14 +436,17 @@ def test_an_open_rounds_mix_does_not_hold_up_casts(app, session, make_round, iss
 
 def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_round, issue):
     """PostgreSQL: a cast that holds its lock on the round when the close begins commits first,
-    and its ballot is mixed, counted and sealed with the rest; the close does not end before."""
+    and its ballot is mixed, counted and sealed with the rest; the close does not end before.
+    Meanwhile voting has ended for everyone else: a cast that comes later is refused at once,
+    so voters who keep arriving cannot keep the close waiting."""
     import threading
+    import time
 
     from sqlalchemy.orm import Session as OrmSession
     from werkzeug.datastructures import MultiDict
 
-    from evaluation.ballot_box import (_NewBallot, _PG_CAST, _PG_SHARE_ROUND,
-                                       _pg_cast_parameters, receipts)
+    from evaluation.ballot_box import (_NewBallot, _PG_CAST, _PG_SHARE_ROUND, CastError,
+                                       _pg_cast_parameters, cast_ballot, receipts)
     from evaluation.ballot_sheet import build_sheet, parse_ballot
     from evaluation.models import Round
     app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
@@ -451,12 +454,13 @@ def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_roun
     cast_many(app, round_, issue, 2)
     if session.get_bind().dialect.name == "sqlite":
         return  # one writer at a time: the close's write waits for the cast's in SQLite itself
-    issue(round_, "public", 1)
-    invitation = session.execute(select(Invitation).where(
-        Invitation.round_id == round_.id, Invitation.is_used.is_(False))).scalar_one()
+    issue(round_, "public", 2)
+    invitation, late = session.execute(select(Invitation).where(
+        Invitation.round_id == round_.id, Invitation.is_used.is_(False))).scalars().all()
     parsed = parse_ballot(build_sheet(round_, invitation.group_id), MultiDict(full_ballot(round_)))
     new = _NewBallot.of(parsed, is_paper=False, is_valid=True)
     who = (invitation.id, round_.id, invitation.group_id, invitation.token_hash)
+    late_who = (late.id, round_.id, late.group_id, late.token_hash)
     session.rollback()
     in_flight = _pg_driver(app)
     in_flight.execute(_PG_SHARE_ROUND, {"r": round_.id})
@@ -468,14 +472,43 @@ def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_roun
             transition_round(closer, closer.get(Round, round_.id), "close", "test")
             done.append(True)
 
+    late_outcome = []
+
+    def cast_late():
+        with app.app_context(), OrmSession(db.engine) as voter:
+            try:
+                late_outcome.append(cast_ballot(voter, *late_who[:3], parsed, invalidate=False,
+                                                token_hash=late_who[3]))
+            except CastError as exc:
+                late_outcome.append(exc.reason)
+
     closing = threading.Thread(target=close)
     closing.start()
     closing.join(timeout=2)
     waited = closing.is_alive()
+    status_meanwhile = session.scalar(select(Round.status).where(Round.id == round_.id))
+    session.rollback()
+    voter = threading.Thread(target=cast_late)
+    voter.start()
+    voter.join(timeout=5)
+    arriving = _pg_driver(app)  # a cast's first step, and its transaction left open
+    locked_late = arriving.execute(_PG_SHARE_ROUND, {"r": round_.id}).fetchall()
     in_flight.commit()
     in_flight.close()
+    deadline = time.monotonic() + 10  # the seal commits; the vacuum after it may wait for us
+    while (held_up := session.scalar(select(Round.seal_head).where(Round.id == round_.id))
+           is None) and time.monotonic() < deadline:
+        session.rollback()
+        time.sleep(0.05)
+    session.rollback()
+    arriving.rollback()
+    arriving.close()
     closing.join(timeout=60)
+    voter.join(timeout=60)
     assert waited, "the close did not wait for the cast in flight"
+    assert status_meanwhile == "closed"
+    assert locked_late == [] and not held_up, "a cast arriving after the close held it up"
+    assert late_outcome == ["closed"]
     assert done == [True]
     sealed = session.execute(select(Round.status, Round.sealed_count).where(
         Round.id == round_.id)).one()

@@ -246,3 +246,52 @@ def test_with_redis_the_workers_share_one_budget_of_invalid_attempts(config):
     finally:
         for key in redis.scan_iter(f"*{prefix}*"):
             redis.delete(key)
+
+
+def test_a_close_that_stopped_halfway_is_finished_by_closing_again(app, client, post, runner,
+                                                                    session, sign_in, make_round,
+                                                                    issue):
+    """Voting ended but the ballots were never mixed and sealed (the state a close leaves when it
+    stops between its two steps): the round page says so and offers to finish, publishing and
+    archiving are refused and change nothing, and closing again seals every ballot, once."""
+    from core.types import utcnow
+    from evaluation.audit import entries_for_round
+    from evaluation.ballot_box import receipts, verify_seal
+    from evaluation.errors import TransitionError
+    from evaluation.models import Round
+    from evaluation.rounds import is_closing
+    round_ = make_round("open")
+    for link in issue(round_, "public", 3):
+        voter = app.test_client()
+        voter.get(link_path(link))
+        assert voter.post("/ballot", data={**full_ballot(round_),
+                                           "csrf_token": csrf_token(voter)}).status_code == 302
+    session.execute(update(Round).where(Round.id == round_.id).values(status="closed",
+                                                                      closed_at=utcnow()))
+    session.commit()
+    session.refresh(round_)
+    assert is_closing(round_)
+    sign_in("organiser")
+    page = client.get(f"/staff/rounds/{round_.id}").get_data(as_text=True)
+    assert 'id="closing"' in page and "Finish closing" in page
+    assert f'/staff/rounds/{round_.id}/publish"' not in page
+    for action in ("publish", "archive"):
+        with pytest.raises(TransitionError, match=f"close it again before you {action} it"):
+            transition_round(session, round_, action, "test")
+        assert post(f"/staff/rounds/{round_.id}/{action}", {}).status_code == 302
+        session.expire_all()
+        assert session.get(Round, round_.id).status == "closed"
+    result = runner.invoke(args=["round", "close", str(round_.id)])
+    assert result.exit_code == 0, result.output
+    session.expire_all()
+    round_ = session.get(Round, round_.id)
+    assert f"sealed 3 ballots, seal {round_.seal_head}" in result.stderr
+    assert not is_closing(round_) and verify_seal(session, round_)[0]
+    assert len(receipts(session, round_.id)) == 3
+    assert client.get(f"/bulletin/{round_.id}").status_code == 200
+    page = client.get(f"/staff/rounds/{round_.id}").get_data(as_text=True)
+    assert 'id="closing"' not in page and f'/staff/rounds/{round_.id}/publish"' in page
+    again = runner.invoke(args=["round", "close", str(round_.id)])
+    assert again.exit_code == 1 and "cannot close a round that is closed" in again.stderr
+    actions = [e.action for e in entries_for_round(session, round_.id)]
+    assert actions[-1] == "round.seal" and actions.count("round.seal") == 1
