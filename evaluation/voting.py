@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from evaluation import audit
 from evaluation.ballot_box import CastError, cast_ballot
 from evaluation.mixing import maybe_mix
 from evaluation.ballot_sheet import ParsedBallot, Sheet, build_sheet, parse_ballot
-from evaluation.invitations import Keys, find_by_code, find_by_token, find_for_ticket
+from evaluation.invitations import (
+    Keys, UnknownLinkError, find_by_code, find_by_token, find_for_ticket,
+)
 from evaluation.models import Round
 
 
@@ -118,7 +121,7 @@ def answers_so_far(session: Session, ticket: Ticket, form) -> tuple[Sheet, dict[
     return sheet, parse_ballot(sheet, form).values
 
 
-def cast(session: Session, ticket: Ticket, form, mix_every: int) -> str:
+def cast(session: Session, ticket: Ticket, form, mix_every: int, is_paper: bool = False) -> str:
     """Validate a posted ballot and record it; the receipt. BallotInvalidError / CastError."""
     # The conditional update in cast_ballot checks the invitation and the round: a cached sheet
     # spares a query here.
@@ -128,10 +131,50 @@ def cast(session: Session, ticket: Ticket, form, mix_every: int) -> str:
     if parsed.errors:
         raise BallotInvalidError(parsed, sheet)
     cast_ = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
-                        invalidate=sheet.validity == "invalidate", token_hash=ticket.token_hash)
+                        invalidate=sheet.validity == "invalidate", token_hash=ticket.token_hash,
+                        is_paper=is_paper)
     try:
         maybe_mix(session, ticket.round_id, mix_every, cast_)
     except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to a failed mix
         session.rollback()
         logging.getLogger("pingyi").warning("mix skipped: %s", type(exc).__name__)
     return cast_.receipt
+
+
+# --- paper ballots ---------------------------------------------------------------------------
+
+#: The paper-ballot form's own fields, beside the ballot's: the code written on the paper, and
+#: the step (the code alone first, then the ballot of its group).
+PAPER_FIELDS = ("code", "step")
+
+
+def paper_sheet(session: Session, round_id: int, code: str, keys: Keys) -> tuple[Ticket, Sheet]:
+    """The ticket and ballot sheet of the code on a paper ballot of this round.
+
+    UnknownLinkError for a code of no invitation, or of another round's; CastError(reason) when
+    the code can no longer vote (used, closed, not started).
+    """
+    ticket = enter_with_code(session, code, keys)
+    if ticket.round_id != round_id:
+        raise UnknownLinkError("a code of another round")
+    return ticket, sheet_for(session, ticket)
+
+
+def cast_paper(session: Session, round_id: int, code: str, form, keys: Keys, mix_every: int,
+               actor: str) -> str:
+    """Record a paper ballot typed in by staff, through the same ballot box as the voters'
+    (the code's invitation is used up, so its link or code cannot vote again), and log who
+    typed one in; the receipt. UnknownLinkError / CastError / BallotInvalidError, and then
+    nothing is stored."""
+    ticket, _sheet = paper_sheet(session, round_id, code, keys)
+    answers = form.copy()
+    for name in PAPER_FIELDS:
+        answers.poplist(name)
+    receipt = cast(session, ticket, answers, mix_every, is_paper=True)
+    try:
+        audit.record(session, actor, "ballot.paper", round_id)
+        session.commit()
+    except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to the log
+        session.rollback()
+        logging.getLogger("pingyi").warning("paper ballot not logged: %s", type(exc).__name__)
+    return receipt

@@ -5,20 +5,22 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import segno
-from flask import current_app, flash, jsonify, redirect, render_template, url_for
+from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import get_locale, gettext as _, ngettext
 
 from core.extensions import db
 from evaluation import mail_queue
 from evaluation.errors import PingyiError, Problem
 from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
-from evaluation.invitations import issue_links, turnout
+from evaluation.ballot_box import CastError
+from evaluation.invitations import UnknownLinkError, issue_links, normalise_code, turnout
 from evaluation.inviting import (
     EMPTY_FILE, NO_EMAIL_COLUMN, MailReport, RoundClosedForMail,
     invite, read_addresses, remind,
 )
 from evaluation.mailer import Mailer, MailSettings
 from evaluation.views.access import actor, round_or_404
+from evaluation.voting import BallotInvalidError, cast_paper, paper_sheet
 from evaluation.views.messages import said, shown
 
 #: Failed addresses flashed one per line; the rest are counted.
@@ -44,9 +46,52 @@ def make_slips(round_id: int):
     slips = [{"url": f"{base}/v/{link.token}", "code": link.display_code,
               "qr": segno.make(f"{base}/v/{link.token}", error="m").svg_inline(scale=3)}
              for link in links]
-    response = current_app.make_response(render_template(
+    return _private(render_template(
         "evaluation/slips.html", round=round_, group=group, slips=slips,
         code_url=f"{base}{url_for('survey.enter_code')}"))
+
+
+def enter_paper_ballot(round_id: int):
+    """Type in a paper ballot of an open round: the code on the paper first, then its answers
+    on the ballot of the code's group. Recorded, it makes way for the next one."""
+    round_ = round_or_404(round_id)
+    if round_.status != "open":
+        flash(_("Paper ballots can be typed in only while the round is open."), "error")
+        return _back(round_id)
+    if request.method == "GET":
+        return _paper_page(round_)
+    code = request.form.get("code", "")[:64]
+    keys = current_app.extensions["pingyi.keys"]
+    try:
+        if request.form.get("step") != "ballot":
+            _ticket, sheet = paper_sheet(db.session, round_.id, code, keys)
+            return _paper_page(round_, code=code, sheet=sheet)
+        receipt = cast_paper(db.session, round_.id, code, request.form, keys,
+                             current_app.config["PINGYI"].mix_every, actor())
+    except UnknownLinkError:
+        return _paper_page(round_, code=code, problem="unknown"), 404
+    except CastError as exc:
+        return _paper_page(round_, code=code, problem=exc.reason), 409
+    except BallotInvalidError as exc:
+        return _paper_page(round_, code=code, sheet=exc.sheet, values=exc.parsed.values,
+                           errors=exc.parsed.errors), 422
+    flash(_("Paper ballot recorded; its receipt code is %(receipt)s.", receipt=receipt), "success")
+    return redirect(url_for("evaluation.enter_paper_ballot", round_id=round_.id))
+
+
+def _paper_page(round_, code: str = "", sheet=None, values=None, errors=None,
+                problem: str | None = None):
+    """The page holds a code that can still vote: like the slips, never cached nor referred.
+    A code that can be one is shown as printed on the slips."""
+    normal = normalise_code(code)
+    shown = f"{normal[:5]}-{normal[5:]}" if normal else code[:20]
+    return _private(render_template(
+        "evaluation/paper.html", round=round_, code=shown, sheet=sheet, values=values or {},
+        errors=errors or {}, problem=problem))
+
+
+def _private(page: str):
+    response = current_app.make_response(page)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
