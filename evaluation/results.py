@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import Integer, case, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
+from evaluation.ballot_sheet import DONT_KNOW as DONT_KNOW_KEY
 from evaluation.errors import ResultsNotReadyError
 from evaluation.models import Ballot, Invitation, ItemRating, Rating, Round
 from evaluation.results_export import cadre_entry, document_shape, label_of, round_entry
@@ -55,6 +56,7 @@ def compute_results(session: Session, round_id: int) -> dict:
             f"round {round_.id} is {round_.status}: results exist only once it is closed")
     arrays = load_arrays(session, round_)
     doc = build_results(round_, arrays)
+    add_comments(doc["cadres"], round_, comment_rows(session, round_.id))
     doc["turnout"] = turnout(session, round_)
     session.rollback()  # read only: end the transaction (and any server-side cursor)
     return doc
@@ -203,6 +205,39 @@ def build_results(round_: Round, arrays: RoundArrays) -> dict:
         "reliability": reliability(round_, arrays),
         "rater_bias": rater_bias(round_, arrays),
     }
+
+
+# --- comments ---------------------------------------------------------------------------------
+
+
+def comment_rows(session: Session, round_id: int) -> list[tuple[int, int | None, str]]:
+    """(participation id, grade id or None, comment) of every comment on a valid ballot."""
+    return [tuple(row) for row in session.execute(
+        select(Rating.participation_id, Rating.grade_id, Rating.comment)
+        .join(Ballot, Ballot.id == Rating.ballot_id)
+        .where(Ballot.round_id == round_id, Ballot.is_valid.is_(True),
+               Rating.comment.is_not(None)))]
+
+
+def add_comments(cadres: list[dict], round_: Round, rows) -> None:
+    """Give each cadre entry its comments: {"grade", "text"}, sorted by grade (best first,
+    "don't know" last) and then by text, so never in the order stored or cast, and never with
+    the rater group or the rest of the ballot. A cadre rated on fewer than min_group_size valid
+    ballots shows none, and a note says that some were withheld."""
+    position = {p.id: k for k, p in enumerate(round_.participations)}
+    grade_at = {g.id: (k, g.key) for k, g in enumerate(round_.grades)}
+    found: list[list[tuple]] = [[] for _ in cadres]
+    for participation_id, grade_id, text in rows:
+        order, key = grade_at.get(grade_id, (len(grade_at), DONT_KNOW_KEY))
+        found[position[participation_id]].append((order, text, key))
+    for entry, comments in zip(cadres, found):
+        if entry["n_ballots"] >= round_.min_group_size:
+            entry["comments"] = [{"grade": key, "text": text} for _o, text, key in sorted(comments)]
+        else:
+            entry["comments"] = []
+            if comments:
+                entry["notes"].append({"code": "comments_withheld",
+                                       "min_group_size": round_.min_group_size})
 
 
 # --- reliability, rater bias, turnout ---------------------------------------------------------

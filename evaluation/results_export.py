@@ -238,12 +238,27 @@ def _csv_cell(value):
     return value
 
 
+def comment_table(doc: dict) -> tuple[list[str], list[list]]:
+    """Header and one row per comment (cadres in rank order, comments as the document sorts
+    them); cells neutralised."""
+    rows = [[c["key"], c["name"], m["grade"], m["text"]]
+            for c in by_rank(doc["cadres"]) for m in c["comments"]]
+    return ["key", "name", "grade", "comment"], [[neutralise(v) for v in row] for row in rows]
+
+
 def results_xlsx(doc: dict) -> bytes:
-    """The cadre table as an XLSX workbook; text cells are typed as text, never formulas."""
-    header, rows = cadre_table(doc)
+    """The cadre table, and the comments on a sheet of their own, as an XLSX workbook; text
+    cells are typed as text, never formulas."""
     book = Workbook()
-    sheet = book.active
-    sheet.title = "results"
+    _fill(book.active, "results", *cadre_table(doc)).freeze_panes = "E2"
+    _fill(book.create_sheet(), "comments", *comment_table(doc)).freeze_panes = "C2"
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def _fill(sheet, title: str, header: list[str], rows: list[list]):
+    sheet.title = title
     for r, row in enumerate([header, *rows], start=1):
         for col, value in enumerate(row, start=1):
             if isinstance(value, str):  # control characters are not allowed in XLSX text
@@ -251,7 +266,4 @@ def results_xlsx(doc: dict) -> bytes:
             cell = sheet.cell(row=r, column=col, value=value)
             if isinstance(value, str):
                 cell.data_type = "s"
-    sheet.freeze_panes = "E2"
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+    return sheet

@@ -511,3 +511,55 @@ def test_pages_name_groups_grades_and_rules_by_their_labels(client, sign_in, pla
                                       .get_data(as_text=True)))
     assert "去掉 k 个最高分和 k 个最低分" in round_page and "drop_extremes" not in round_page
     assert "不称职: > " in round_page and "incompetent:" not in round_page
+
+
+@pytest.fixture
+def commented(session, make_round):
+    """A closed round: c01 rated on four valid ballots with a comment each (one "don't know"),
+    c02 on two, with comments; an invalid ballot's comment; no comment elsewhere."""
+    round_ = make_round("open")
+    peer = next(g for g in round_.groups if g.key == "peer")
+    grades = {g.key: g.id for g in round_.grades}
+    c01, c02 = round_.participations[:2]
+    rows = []
+    for k, (grade, text) in enumerate([("incompetent", "too slow"), ("competent", "=SUM(A1)"),
+                                       (None, "new here"), ("excellent", "great <b>work</b>")]):
+        ballot = _ballot(round_, peer)
+        rows += [ballot, Rating(ballot_id=ballot.id, participation_id=c01.id,
+                                grade_id=grades.get(grade), comment=text)]
+        if k < 2:
+            rows.append(Rating(ballot_id=ballot.id, participation_id=c02.id,
+                               grade_id=grades["basic"], comment=f"small {k}"))
+    invalid = _ballot(round_, peer, is_valid=False)
+    rows += [invalid, Rating(ballot_id=invalid.id, participation_id=c01.id,
+                             grade_id=grades["incompetent"], comment="not counted")]
+    session.add_all(rows)
+    session.commit()
+    transition_round(session, round_, "close", "test")
+    return round_.id
+
+
+def test_comments_come_sorted_by_grade_and_text_and_only_above_the_minimum(
+        session, client, sign_in, commented):
+    doc = compute_results(session, commented)
+    assert cadre(doc, "c01")["comments"] == [
+        {"grade": "excellent", "text": "great <b>work</b>"},
+        {"grade": "competent", "text": "=SUM(A1)"},
+        {"grade": "incompetent", "text": "too slow"},
+        {"grade": "dont_know", "text": "new here"}]
+    small = cadre(doc, "c02")
+    assert small["n_ballots"] == 2 and small["comments"] == []
+    assert {"code": "comments_withheld", "min_group_size": 3} in small["notes"]
+    assert all(cadre(doc, f"c{k:02d}")["comments"] == [] for k in range(3, 13))
+    sign_in("analyst")
+    page = client.get(f"/staff/rounds/{commented}/results").get_data(as_text=True)
+    assert "great &lt;b&gt;work&lt;/b&gt;" in page and "great <b>" not in page
+    assert page.index("great &lt;b&gt;") < page.index("=SUM(A1)") < page.index("too slow")
+    assert "not counted" not in page and "small 0" not in page
+    assert page.count('class="note-comments_withheld"') == 1
+    book = load_workbook(io.BytesIO(client.get(
+        f"/staff/rounds/{commented}/results.xlsx").data))
+    rows = list(book["comments"].iter_rows(values_only=True))
+    assert rows[0] == ("key", "name", "grade", "comment") and len(rows) == 5
+    assert ("c01", cadre(doc, "c01")["name"], "competent", "'=SUM(A1)") in rows
+    assert all(cell.data_type != "f" for row in book["comments"].iter_rows() for cell in row)
