@@ -177,7 +177,8 @@ def _apply_groups(session: Session, round_: Round, groups: list[dict]) -> None:
     wanted = {g["key"] for g in groups}
     for group in round_.groups:
         if group.key not in wanted and session.scalar(
-                select(Invitation.id).where(Invitation.group_id == group.id).limit(1)):
+                select(Invitation.id).where(Invitation.round_id == round_.id,
+                                            Invitation.group_id == group.id).limit(1)):
             raise RoundNotEditableError(Problem.of(
                 N_("group {key!r} has links issued already, so it cannot be removed"),
                 key=group.key))

@@ -63,3 +63,39 @@ def test_sqlite_ballot_tables_have_no_rowid(tmp_path):
         db.engine.dispose()
     for table in ("ballots", "ratings", "item_ratings"):
         assert sql[table].rstrip().endswith("WITHOUT ROWID"), table
+
+
+def test_composite_invitation_key_keeps_the_invitations(empty_database, tmp_path):
+    """0005: invitations issued before the upgrade are kept, and from then on the database
+    itself refuses an invitation whose group belongs to another round."""
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import IntegrityError
+
+    from evaluation.models import Invitation
+    from evaluation.rounds import create_round
+    from evaluation.specs import validate_spec
+    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
+    app = create_app(config)
+    spec = validate_spec(json.loads(
+        (Path(__file__).parent.parent / "examples" / "round.json").read_text(encoding="utf-8")))
+    with app.app_context():
+        upgrade(revision="0004_lighter_casting")
+        first, second = (create_round(db.session, spec, "test") for _ in range(2))
+        db.session.add_all(Invitation(round_id=first.id, group_id=g.id, token_hash=f"{k}" * 64,
+                                      code_hash=f"{k}" * 64, issued_on=dt.date(2026, 1, 5))
+                           for k, g in enumerate(first.groups))
+        db.session.commit()
+        upgrade()
+        assert db.session.scalar(select(func.count()).select_from(Invitation)) == 4
+        db.session.add(Invitation(round_id=first.id, group_id=second.groups[0].id,
+                                  token_hash="x" * 64, code_hash="x" * 64,
+                                  issued_on=dt.date(2026, 1, 5)))
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+        db.session.remove()
+        db.engine.dispose()

@@ -22,12 +22,19 @@ class Invitation(db.Model):
     """The right to cast one ballot in one rater group; knows only whether it was used."""
 
     __tablename__ = "invitations"
-    __table_args__ = (UniqueConstraint("round_id", "email"),)
+    __table_args__ = (
+        UniqueConstraint("round_id", "email"),
+        # One key for both: the group is one of the round's. A mix rewrites every used
+        # invitation, and PostgreSQL checks one key per row instead of two. No action on delete:
+        # a group (or round) with links issued keeps them, and cannot be deleted.
+        ForeignKeyConstraint(["round_id", "group_id"], ["rater_groups.round_id", "rater_groups.id"]),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    #: Found through the (round_id, email) index: one index fewer to rewrite at every mix.
-    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"))
-    group_id: Mapped[int] = mapped_column(ForeignKey("rater_groups.id"), index=True)
+    #: Found through the (round_id, email) index, as are a round's invitations of one group:
+    #: each index is one more to rewrite at every mix.
+    round_id: Mapped[int]
+    group_id: Mapped[int]
     #: Keyed hash of the link secret; the secret itself is never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     #: Keyed hash of the short code typed in when a QR code cannot be scanned.

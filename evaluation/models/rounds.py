@@ -184,6 +184,8 @@ class RaterGroup(Labelled, db.Model):
     __tablename__ = "rater_groups"
     __table_args__ = (
         UniqueConstraint("round_id", "key"), UniqueConstraint("round_id", "position"),
+        # The key an invitation's (round, group) pair refers to: see Invitation.
+        UniqueConstraint("round_id", "id"),
         CheckConstraint("weight >= 0 AND weight <= 1", name="weight"),
     )
 
