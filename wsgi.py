@@ -10,6 +10,7 @@ from dotenv import load_dotenv
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 from flask import Flask, current_app, render_template, request, session
+from flask_login import current_user
 from flask_babel import get_locale, lazy_gettext
 from sqlalchemy.exc import OperationalError
 
@@ -120,7 +121,10 @@ def _init_extensions(app: Flask) -> None:
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     limiter.init_app(app)
-    login_manager.init_app(app)
+    # Templates get the lazy proxy rather than Flask-Login's context processor, which loads the
+    # user for every page, the voter's included (see templates/base.html).
+    login_manager.init_app(app, add_context_processor=False)
+    app.context_processor(lambda: {"current_user": current_user})
     login_manager.login_view = "evaluation.sign_in"
     login_manager.login_message = lazy_gettext("Please sign in to see this page.")
     login_manager.session_protection = "strong"

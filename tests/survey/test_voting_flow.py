@@ -26,6 +26,10 @@ def test_link_is_swapped_for_a_session_and_leads_to_a_receipt(client, post, sess
     assert 'value="dont_know"' in html and 'name="comment-c12"' in html
     assert page.headers["Referrer-Policy"] == "no-referrer"
     assert page.headers["Cache-Control"] == "no-store"
+    # Seen again, the page leaves the voter's cookies alone: no session rewritten, no staff
+    # "remember me" cookie cleared.
+    again = client.get("/ballot")
+    assert again.status_code == 200 and again.headers.getlist("Set-Cookie") == []
     response = post("/ballot", full_ballot(round_))
     assert response.status_code == 302 and response.location == "/receipt"
     receipt = RECEIPT_RE.search(client.get("/receipt").get_data(as_text=True)).group(1)
