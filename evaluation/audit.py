@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.types import utcnow
@@ -38,6 +39,21 @@ def record(session: Session, actor: str, action: str, round_id: int | None = Non
     session.add(entry)
     session.flush()
     return entry
+
+
+def record_alone(session: Session, actor: str, action: str, round_id: int | None = None,
+                 attempts: int = 5, **detail) -> None:
+    """Append one entry in a transaction of its own and commit it; when another append took the
+    same head meanwhile, read the new head and try again (IntegrityError after `attempts`)."""
+    for attempt in range(attempts):
+        try:
+            record(session, actor, action, round_id, **detail)
+            session.commit()
+            return
+        except IntegrityError:
+            session.rollback()
+            if attempt == attempts - 1:
+                raise
 
 
 def verify_chain(session: Session) -> list[int]:

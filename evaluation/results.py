@@ -14,11 +14,10 @@ import numpy as np
 from sqlalchemy import Integer, case, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from evaluation.ballot_sheet import DONT_KNOW as DONT_KNOW_KEY
 from evaluation.errors import ResultsNotReadyError
 from evaluation.models import Ballot, Invitation, ItemRating, Rating, Round
 from evaluation.results_export import cadre_entry, document_shape, label_of, round_entry
-from evaluation.rounds import get_round
+from evaluation.rounds import get_round, is_closing
 from stats import (
     AggregateRules, TrimRule, aggregate, dissatisfaction, icc, icc_oneway_matrix,
     krippendorff_alpha,
@@ -54,6 +53,10 @@ def compute_results(session: Session, round_id: int) -> dict:
     if round_.status not in RESULT_STATUSES:
         raise ResultsNotReadyError(
             f"round {round_.id} is {round_.status}: results exist only once it is closed")
+    if is_closing(round_):  # its ballots are neither mixed nor sealed yet
+        raise ResultsNotReadyError(
+            f"round {round_.id}: closing did not finish; close it again to mix and seal the "
+            "ballots, then the results exist")
     arrays = load_arrays(session, round_)
     doc = build_results(round_, arrays)
     add_comments(doc["cadres"], round_, comment_rows(session, round_.id))
@@ -210,29 +213,28 @@ def build_results(round_: Round, arrays: RoundArrays) -> dict:
 # --- comments ---------------------------------------------------------------------------------
 
 
-def comment_rows(session: Session, round_id: int) -> list[tuple[int, int | None, str]]:
-    """(participation id, grade id or None, comment) of every comment on a valid ballot."""
+def comment_rows(session: Session, round_id: int) -> list[tuple[int, str]]:
+    """(participation id, comment) of every comment on a valid ballot."""
     return [tuple(row) for row in session.execute(
-        select(Rating.participation_id, Rating.grade_id, Rating.comment)
+        select(Rating.participation_id, Rating.comment)
         .join(Ballot, Ballot.id == Rating.ballot_id)
         .where(Ballot.round_id == round_id, Ballot.is_valid.is_(True),
                Rating.comment.is_not(None)))]
 
 
 def add_comments(cadres: list[dict], round_: Round, rows) -> None:
-    """Give each cadre entry its comments: {"grade", "text"}, sorted by grade (best first,
-    "don't know" last) and then by text, so never in the order stored or cast, and never with
-    the rater group or the rest of the ballot. A cadre rated on fewer than min_group_size valid
-    ballots shows none, and a note says that some were withheld."""
+    """Give each cadre entry its comments, sorted by text: never in the order stored or cast,
+    and with nothing else of the ballot. Not even the grade: beside the groups' own grade
+    counts, a grade that only one group gave would name the comment's group, and perhaps its
+    writer. A cadre rated on fewer than min_group_size valid ballots shows none, and a note
+    says that some were withheld."""
     position = {p.id: k for k, p in enumerate(round_.participations)}
-    grade_at = {g.id: (k, g.key) for k, g in enumerate(round_.grades)}
-    found: list[list[tuple]] = [[] for _ in cadres]
-    for participation_id, grade_id, text in rows:
-        order, key = grade_at.get(grade_id, (len(grade_at), DONT_KNOW_KEY))
-        found[position[participation_id]].append((order, text, key))
+    found: list[list[str]] = [[] for _ in cadres]
+    for participation_id, text in rows:
+        found[position[participation_id]].append(text)
     for entry, comments in zip(cadres, found):
         if entry["n_ballots"] >= round_.min_group_size:
-            entry["comments"] = [{"grade": key, "text": text} for _o, text, key in sorted(comments)]
+            entry["comments"] = sorted(comments)
         else:
             entry["comments"] = []
             if comments:

@@ -241,9 +241,8 @@ def _csv_cell(value):
 def comment_table(doc: dict) -> tuple[list[str], list[list]]:
     """Header and one row per comment (cadres in rank order, comments as the document sorts
     them); cells neutralised."""
-    rows = [[c["key"], c["name"], m["grade"], m["text"]]
-            for c in by_rank(doc["cadres"]) for m in c["comments"]]
-    return ["key", "name", "grade", "comment"], [[neutralise(v) for v in row] for row in rows]
+    rows = [[c["key"], c["name"], text] for c in by_rank(doc["cadres"]) for text in c["comments"]]
+    return ["key", "name", "comment"], [[neutralise(v) for v in row] for row in rows]
 
 
 def results_xlsx(doc: dict) -> bytes:

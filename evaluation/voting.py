@@ -172,8 +172,7 @@ def cast_paper(session: Session, round_id: int, code: str, form, keys: Keys, mix
         answers.poplist(name)
     receipt = cast(session, ticket, answers, mix_every, is_paper=True)
     try:
-        audit.record(session, actor, "ballot.paper", round_id)
-        session.commit()
+        audit.record_alone(session, actor, "ballot.paper", round_id)
     except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to the log
         session.rollback()
         logging.getLogger("pingyi").warning("paper ballot not logged: %s", type(exc).__name__)

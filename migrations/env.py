@@ -105,9 +105,11 @@ def run_migrations_online():
         )
 
         with _sqlite_foreign_keys_off(connection):
+            _check_sqlite_foreign_keys(connection, "before migrating: nothing was changed; "
+                                                   "fix these rows first")
             with context.begin_transaction():
                 context.run_migrations()
-                _check_sqlite_foreign_keys(connection)
+            _check_sqlite_foreign_keys(connection, "after migrating")
 
 
 @contextlib.contextmanager
@@ -116,7 +118,7 @@ def _sqlite_foreign_keys_off(connection):
 
     A batch migration rebuilds a table by copying it and dropping the old one, which foreign
     keys refuse for a table that others refer to. SQLite ignores the switch inside a
-    transaction, so it is flipped before the migrations' transaction begins.
+    transaction, so it is flipped before the migrations begin.
     """
     if connection.dialect.name != "sqlite":
         yield
@@ -128,13 +130,18 @@ def _sqlite_foreign_keys_off(connection):
         connection.exec_driver_sql("PRAGMA foreign_keys = ON")
 
 
-def _check_sqlite_foreign_keys(connection):
-    """Before the migrations commit: no row's key may point nowhere (SQLite, keys off)."""
+def _check_sqlite_foreign_keys(connection, when: str):
+    """SQLite, keys off: refuse to go on past rows whose foreign key points nowhere.
+
+    Checked before migrating, so that a database already broken is not touched, and after: SQLite
+    commits each migration's changes as it goes, so the check after can only report. A migration
+    that could break keys with the data it finds checks that data first (see 0005).
+    """
     if connection.dialect.name != "sqlite":
         return
     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
     if broken:
-        raise RuntimeError(f"rows whose foreign key points nowhere after migrating: {broken[:5]}")
+        raise RuntimeError(f"rows whose foreign key points nowhere, {when}: {broken[:5]}")
 
 
 if context.is_offline_mode():

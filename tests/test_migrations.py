@@ -99,3 +99,45 @@ def test_composite_invitation_key_keeps_the_invitations(empty_database, tmp_path
         db.session.rollback()
         db.session.remove()
         db.engine.dispose()
+
+
+def test_an_invitation_of_another_rounds_group_stops_0005_before_it_changes_anything(
+        empty_database, tmp_path):
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    from evaluation.models import Invitation
+    from evaluation.rounds import create_round
+    from evaluation.specs import validate_spec
+    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
+    app = create_app(config)
+    spec = validate_spec(json.loads(
+        (Path(__file__).parent.parent / "examples" / "round.json").read_text(encoding="utf-8")))
+    with app.app_context():
+        upgrade(revision="0004_lighter_casting")
+        first, second = (create_round(db.session, spec, "test") for _ in range(2))
+        db.session.add(Invitation(round_id=first.id, group_id=second.groups[0].id,
+                                  token_hash="x" * 64, code_hash="x" * 64,
+                                  issued_on=dt.date(2026, 1, 5)))
+        db.session.commit()
+        db.session.remove()
+        with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits
+            upgrade()
+        with db.engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == \
+                "0004_lighter_casting"
+        engine = create_engine(config.database_url)
+        names = {ix["name"] for ix in inspect(engine).get_indexes("invitations")}
+        engine.dispose()
+        assert "ix_invitations_group_id" in names
+        db.session.execute(text("DELETE FROM invitations"))  # the stray row was the reason
+        db.session.commit()
+        db.session.remove()
+        upgrade()
+        engine = create_engine(config.database_url)
+        assert schema_diff(engine) == []
+        engine.dispose()
+        db.engine.dispose()

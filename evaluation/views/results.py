@@ -8,6 +8,7 @@ from core.extensions import db
 from evaluation.errors import ResultsNotReadyError
 from evaluation.results import compute_results
 from evaluation.results_export import XLSX_MIMETYPE, by_rank, results_csv, results_xlsx
+from evaluation.rounds import is_closing
 from evaluation.views.access import round_or_404
 
 
@@ -17,7 +18,8 @@ def show_results(round_id: int):
     try:
         doc = compute_results(db.session, round_.id)
     except ResultsNotReadyError:
-        return render_template("evaluation/results.html", round=round_, doc=None), 409
+        return render_template("evaluation/results.html", round=round_, doc=None,
+                               closing=is_closing(round_)), 409
     return render_template("evaluation/results.html", round=round_, doc=doc,
                            cadres=by_rank(doc["cadres"]))
 

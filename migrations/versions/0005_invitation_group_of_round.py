@@ -11,7 +11,8 @@ the used invitations. ix_invitations_group_id goes too: a round's invitations of
 found through the (round_id, email) index, and every index is one more to rewrite at each mix.
 Deleting a round no longer deletes its invitations by cascade: like a group, a round with links
 issued cannot be deleted (Pingyi deletes neither). Data is kept: every invitation's group
-already belongs to its round (the application issues them so).
+already belongs to its round (the application issues them so); an invitation whose group is
+another round's stops the upgrade before anything changes.
 """
 from alembic import op
 
@@ -23,6 +24,14 @@ depends_on = None
 
 
 def upgrade():
+    # Checked before anything changes (SQLite commits each step as it goes).
+    strays = op.get_bind().exec_driver_sql(
+        "SELECT i.id FROM invitations i JOIN rater_groups g ON g.id = i.group_id"
+        " WHERE g.round_id <> i.round_id LIMIT 5").fetchall()
+    if strays:
+        raise RuntimeError("invitations whose group belongs to another round (ids "
+                           f"{', '.join(str(i) for (i,) in strays)}): nothing was changed; "
+                           "fix or delete them, then upgrade again")
     with op.batch_alter_table('rater_groups', schema=None) as batch_op:
         batch_op.create_unique_constraint('uq_rater_groups_round_id_id', ['round_id', 'id'])
     with op.batch_alter_table('invitations', schema=None) as batch_op:

@@ -539,14 +539,11 @@ def commented(session, make_round):
     return round_.id
 
 
-def test_comments_come_sorted_by_grade_and_text_and_only_above_the_minimum(
+def test_comments_come_sorted_by_text_without_grades_and_only_above_the_minimum(
         session, client, sign_in, commented):
     doc = compute_results(session, commented)
-    assert cadre(doc, "c01")["comments"] == [
-        {"grade": "excellent", "text": "great <b>work</b>"},
-        {"grade": "competent", "text": "=SUM(A1)"},
-        {"grade": "incompetent", "text": "too slow"},
-        {"grade": "dont_know", "text": "new here"}]
+    assert cadre(doc, "c01")["comments"] == ["=SUM(A1)", "great <b>work</b>", "new here",
+                                             "too slow"]
     small = cadre(doc, "c02")
     assert small["n_ballots"] == 2 and small["comments"] == []
     assert {"code": "comments_withheld", "min_group_size": 3} in small["notes"]
@@ -554,12 +551,14 @@ def test_comments_come_sorted_by_grade_and_text_and_only_above_the_minimum(
     sign_in("analyst")
     page = client.get(f"/staff/rounds/{commented}/results").get_data(as_text=True)
     assert "great &lt;b&gt;work&lt;/b&gt;" in page and "great <b>" not in page
-    assert page.index("great &lt;b&gt;") < page.index("=SUM(A1)") < page.index("too slow")
+    assert page.index("=SUM(A1)") < page.index("great &lt;b&gt;") < page.index("too slow")
+    comments = page[page.index('<ul class="comments">'):]
+    assert "Incompetent" not in comments[:comments.index("</ul>")]
     assert "not counted" not in page and "small 0" not in page
     assert page.count('class="note-comments_withheld"') == 1
     book = load_workbook(io.BytesIO(client.get(
         f"/staff/rounds/{commented}/results.xlsx").data))
     rows = list(book["comments"].iter_rows(values_only=True))
-    assert rows[0] == ("key", "name", "grade", "comment") and len(rows) == 5
-    assert ("c01", cadre(doc, "c01")["name"], "competent", "'=SUM(A1)") in rows
+    assert rows[0] == ("key", "name", "comment") and len(rows) == 5
+    assert ("c01", cadre(doc, "c01")["name"], "'=SUM(A1)") in rows
     assert all(cell.data_type != "f" for row in book["comments"].iter_rows() for cell in row)

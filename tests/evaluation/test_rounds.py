@@ -184,3 +184,35 @@ def test_audit_log_never_forks(session, make_round):
     with pytest.raises(IntegrityError):
         session.commit()
     session.rollback()
+
+
+def test_appends_from_two_sessions_at_once_all_land_in_one_chain(app, session, make_round):
+    """record_alone reads the new head and tries again when another append took its head."""
+    import threading
+
+    from sqlalchemy.orm import Session as OrmSession
+
+    from core.extensions import db
+    from evaluation.audit import record_alone
+    round_ = make_round()
+    before = session.scalar(select(func.count(AuditEntry.id)))
+    session.rollback()
+    start, failures = threading.Barrier(2), []
+
+    def append(who):
+        with app.app_context(), OrmSession(db.engine) as own:
+            start.wait()
+            for k in range(15):
+                try:
+                    record_alone(own, who, "ballot.paper", round_.id, attempts=50)
+                except Exception as exc:  # noqa: BLE001 - counted, and the test fails
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=append, args=(f"staff{n}",)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert failures == []
+    assert session.scalar(select(func.count(AuditEntry.id))) == before + 30
+    assert verify_chain(session) == []

@@ -275,6 +275,11 @@ def test_a_close_that_stopped_halfway_is_finished_by_closing_again(app, client, 
     page = client.get(f"/staff/rounds/{round_.id}").get_data(as_text=True)
     assert 'id="closing"' in page and "Finish closing" in page
     assert f'/staff/rounds/{round_.id}/publish"' not in page
+    assert f'/staff/rounds/{round_.id}/results"' not in page
+    results = client.get(f"/staff/rounds/{round_.id}/results")
+    assert results.status_code == 409 and "Closing did not finish" in results.get_data(as_text=True)
+    refused = runner.invoke(args=["results", str(round_.id), "--format", "json"])
+    assert refused.exit_code == 1 and "closing did not finish" in refused.stderr
     for action in ("publish", "archive"):
         with pytest.raises(TransitionError, match=f"close it again before you {action} it"):
             transition_round(session, round_, action, "test")
@@ -289,6 +294,7 @@ def test_a_close_that_stopped_halfway_is_finished_by_closing_again(app, client, 
     assert not is_closing(round_) and verify_seal(session, round_)[0]
     assert len(receipts(session, round_.id)) == 3
     assert client.get(f"/bulletin/{round_.id}").status_code == 200
+    assert client.get(f"/staff/rounds/{round_.id}/results").status_code == 200
     page = client.get(f"/staff/rounds/{round_.id}").get_data(as_text=True)
     assert 'id="closing"' not in page and f'/staff/rounds/{round_.id}/publish"' in page
     again = runner.invoke(args=["round", "close", str(round_.id)])
