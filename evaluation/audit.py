@@ -41,8 +41,12 @@ def record(session: Session, actor: str, action: str, round_id: int | None = Non
     return entry
 
 
+#: Tries of an append (with what goes with it) that keeps losing the head to other appends.
+ATTEMPTS = 20
+
+
 def record_alone(session: Session, actor: str, action: str, round_id: int | None = None,
-                 attempts: int = 5, **detail) -> None:
+                 attempts: int = ATTEMPTS, **detail) -> None:
     """Append one entry in a transaction of its own and commit it; when another append took the
     same head meanwhile, read the new head and try again (IntegrityError after `attempts`)."""
     for attempt in range(attempts):

@@ -133,26 +133,43 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
                                              problems="; ".join(map(str, problems))), problems)
         text = canonical_json(frozen_settings(export_spec(round_)))
         values |= {"frozen_spec": text, "fingerprint": fingerprint(text)}
-    # Conditional update: of two racing requests exactly one moves the round.
-    result = session.execute(
-        update(Round).where(Round.id == round_.id, Round.status == round_.status).values(**values)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        session.rollback()
-        raise TransitionError(Problem.of(N_("the round changed meanwhile; reload and try again")))
-    audit.record(session, actor, f"round.{action}", round_.id,
-                 **({"fingerprint": values["fingerprint"]} if action == "open" else {}))
-    # Committed on its own: from here on every cast finds the round closed (and on PostgreSQL
-    # does not even take its lock on the round), so the wait below ends with the casts in flight.
-    session.commit()
+    _move(session, round_, values, actor, f"round.{action}",
+          {"fingerprint": values["fingerprint"]} if action == "open" else {})
     if action == "close":
         return finish_closing(session, round_, actor)
     session.refresh(round_)
     return round_
 
 
+def _move(session: Session, round_: Round, values: dict, actor: str, action: str,
+          detail: dict) -> None:
+    """Set the round's new state with a conditional update (of two racing requests exactly one
+    moves the round) and its audit entry, and commit them. When another append took the audit
+    log's head meanwhile, all again with the new head.
+
+    Committed on its own: once a close is, every cast finds the round closed (and on PostgreSQL
+    does not even take its lock on the round), so the closing mix waits only for casts in flight.
+    """
+    status = round_.status
+    for attempt in range(audit.ATTEMPTS):
+        result = session.execute(
+            update(Round).where(Round.id == round_.id, Round.status == status).values(**values)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            session.rollback()
+            raise TransitionError(Problem.of(N_("the round changed meanwhile; reload and try again")))
+        try:  # the entry clashes when it is written (PostgreSQL) or committed (SQLite)
+            audit.record(session, actor, action, round_.id, **detail)
+            session.commit()
+            return
+        except IntegrityError:
+            session.rollback()
+            if attempt == audit.ATTEMPTS - 1:
+                raise
+
+
 def finish_closing(session: Session, round_: Round, actor: str) -> Round:
-    """Mix and seal a closed round's ballots, log and commit; then clear old row versions.
+    """Mix and seal a closed round's ballots, commit, log the seal; clear old row versions.
 
     A conditional update claims the unsealed round first: it takes SQLite's write lock before the
     seal is read, and of two requests finishing one close the second finds the seal made and
@@ -169,10 +186,10 @@ def finish_closing(session: Session, round_: Round, actor: str) -> Round:
         return round_
     mix_round(session, round_.id)
     seal_round(session, round_)
-    session.refresh(round_)
-    audit.record(session, actor, "round.seal", round_.id, ballots=round_.sealed_count,
-                 seal=round_.seal_head)
     session.commit()
+    session.refresh(round_)
+    audit.record_alone(session, actor, "round.seal", round_.id, ballots=round_.sealed_count,
+                       seal=round_.seal_head)
     vacuum_after_mix(session, full=True)
     session.refresh(round_)
     return round_

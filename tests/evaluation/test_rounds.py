@@ -216,3 +216,43 @@ def test_appends_from_two_sessions_at_once_all_land_in_one_chain(app, session, m
     assert failures == []
     assert session.scalar(select(func.count(AuditEntry.id))) == before + 30
     assert verify_chain(session) == []
+
+
+def test_a_state_change_whose_audit_entry_lost_the_head_is_tried_again(app, session, make_round):
+    """Rounds opened while someone else appends to the audit log all open, each logged once."""
+    import threading
+
+    from sqlalchemy.orm import Session as OrmSession
+
+    from core.extensions import db
+    from evaluation.audit import record_alone
+    ids = [make_round().id for _ in range(6)]
+    session.rollback()
+    start, failures = threading.Barrier(2), []
+
+    def append():
+        with app.app_context(), OrmSession(db.engine) as own:
+            start.wait()
+            for _ in range(40):
+                record_alone(own, "other", "ballot.paper", ids[0], attempts=50)
+
+    def open_rounds():
+        with app.app_context(), OrmSession(db.engine) as own:
+            start.wait()
+            for round_id in ids:
+                try:
+                    use.transition_round(own, own.get(Round, round_id), "open", "test")
+                except Exception as exc:  # noqa: BLE001 - counted, and the test fails
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=append), threading.Thread(target=open_rounds)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert failures == []
+    session.expire_all()
+    assert [session.get(Round, i).status for i in ids] == ["open"] * 6
+    opened = session.scalar(select(func.count(AuditEntry.id)).where(
+        AuditEntry.action == "round.open", AuditEntry.round_id.in_(ids)))
+    assert opened == 6 and verify_chain(session) == []
