@@ -10,8 +10,8 @@ from dotenv import load_dotenv
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 from flask import Flask, current_app, render_template, request, session
-from flask_login import current_user
 from flask_babel import get_locale, lazy_gettext
+from flask_login import current_user
 from sqlalchemy.exc import OperationalError
 
 import core.database  # noqa: F401 - registers the SQLite connection settings
