@@ -49,6 +49,8 @@ URLS = [
     ("/rounds/<int:round_id>/slips", "make_slips", writer_required(voting.make_slips), ["POST"]),
     ("/rounds/<int:round_id>/paper", "enter_paper_ballot",
      writer_required(voting.enter_paper_ballot), ["GET", "POST"]),
+    ("/rounds/<int:round_id>/paper/print", "print_paper_ballots",
+     writer_required(voting.print_paper_ballots), ["GET"]),
     ("/rounds/<int:round_id>/invite", "send_invitations", writer_required(voting.send_invitations),
      ["POST"]),
     ("/rounds/<int:round_id>/remind", "send_reminders", writer_required(voting.send_reminders),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import segno
-from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import get_locale, gettext as _, ngettext
 
 from core.extensions import db
@@ -13,6 +13,7 @@ from evaluation import mail_queue
 from evaluation.errors import PingyiError, Problem
 from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
 from evaluation.ballot_box import CastError
+from evaluation.ballot_sheet import build_sheet
 from evaluation.invitations import UnknownLinkError, issue_links, normalise_code, turnout
 from evaluation.inviting import (
     EMPTY_FILE, NO_EMAIL_COLUMN, MailReport, RoundClosedForMail,
@@ -77,6 +78,20 @@ def enter_paper_ballot(round_id: int):
                            errors=exc.parsed.errors), 422
     flash(_("Paper ballot recorded; its receipt code is %(receipt)s.", receipt=receipt), "success")
     return redirect(url_for("evaluation.enter_paper_ballot", round_id=round_.id))
+
+
+def print_paper_ballots(round_id: int):
+    """A blank paper ballot of one group, to print: the voter writes the code of a slip on it,
+    and an organiser types it in later (enter_paper_ballot)."""
+    round_ = round_or_404(round_id)
+    if round_.status != "open":
+        flash(_("Paper ballots can be typed in only while the round is open."), "error")
+        return _back(round_id)
+    group = next((g for g in round_.groups if g.key == request.args.get("group")), None)
+    if group is None:
+        abort(404)
+    return _private(render_template("evaluation/paper_print.html", round=round_, group=group,
+                                    sheet=build_sheet(round_, group.id)))
 
 
 def _paper_page(round_, code: str = "", sheet=None, values=None, errors=None,

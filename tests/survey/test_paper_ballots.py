@@ -120,7 +120,42 @@ def test_analysts_cannot_type_in_paper_ballots(client, post, session, sign_in, m
     link, = issue(round_, "public", 1)
     sign_in("analyst")
     assert client.get(_paper(round_)).status_code == 403
+    assert client.get(f"{_paper(round_)}/print?group=public").status_code == 403
     response = post(_paper(round_), {"step": "ballot", "code": link.display_code,
                                      **full_ballot(round_)})
     assert response.status_code == 403
     assert _ballots(session, round_) == 0
+
+
+def test_a_blank_paper_ballot_prints_the_groups_cadres_grades_and_scale(
+        client, sign_in, make_round):
+    round_ = make_round("open", dont_know=False)
+    peer = next(g for g in round_.groups if g.key == "peer")
+    targets = {t.participation_id for t in peer.targets}
+    rated = [p.cadre.name for p in round_.participations if peer.rates_all or p.id in targets]
+    sign_in("organiser")
+    page = client.get(_paper(round_))
+    assert 'id="paper-print-form"' in page.get_data(as_text=True)
+    response = client.get(f"{_paper(round_)}/print?group=peer",
+                          headers={"Accept-Language": "en"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    assert html.count('class="cadre"') == len(rated) and all(name in html for name in rated)
+    assert all(f"☐ {g.label_en}" in html for g in round_.grades)
+    assert "Don&#39;t know" not in html and "Don't know" not in html
+    item_rows = html.count("<tr><th>")
+    assert item_rows == len(rated) * len(round_.items)
+    assert html.count('<span class="num">') == item_rows * (round_.item_max - round_.item_min + 1)
+    assert 'id="code-blank"' in html and "<script" not in html and "style=" not in html
+
+
+def test_blank_paper_ballots_refused_for_an_unknown_group_or_a_round_not_open(
+        client, sign_in, make_round):
+    sign_in("organiser")
+    round_ = make_round("open")
+    assert client.get(f"{_paper(round_)}/print?group=nobody").status_code == 404
+    assert client.get(f"{_paper(round_)}/print").status_code == 404
+    draft = make_round("draft", title="Draft", period="2027")
+    response = client.get(f"{_paper(draft)}/print?group=peer")
+    assert response.status_code == 302 and response.headers["Location"].endswith(
+        f"/staff/rounds/{draft.id}")
