@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -45,12 +46,19 @@ def record(session: Session, actor: str, action: str, round_id: int | None = Non
 ATTEMPTS = 20
 
 
-def record_alone(session: Session, actor: str, action: str, round_id: int | None = None,
-                 attempts: int = ATTEMPTS, **detail) -> None:
-    """Append one entry in a transaction of its own and commit it; when another append took the
-    same head meanwhile, read the new head and try again (IntegrityError after `attempts`)."""
+def commit_entry(session: Session, actor: str, action: str, round_id: int | None = None, *,
+                 write: Callable[[], None] | None = None, attempts: int = ATTEMPTS,
+                 **detail) -> None:
+    """Run write() if given, append one entry after it, and commit both in one transaction.
+
+    When another append took the same head meanwhile (the entry clashes when it is written on
+    PostgreSQL, on commit on SQLite), everything is rolled back and done again with the new
+    head; IntegrityError after `attempts`. Whatever write() raises otherwise goes through.
+    """
     for attempt in range(attempts):
         try:
+            if write is not None:
+                write()
             record(session, actor, action, round_id, **detail)
             session.commit()
             return

@@ -51,7 +51,7 @@ class IssuedLink:
 
     @property
     def display_code(self) -> str:
-        return f"{self.code[:5]}-{self.code[5:]}"
+        return display_code(self.code)
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,11 @@ def normalise_code(text: str) -> str | None:
     if len(code) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in code):
         return None
     return code
+
+
+def display_code(code: str) -> str:
+    """A stored code as the slips print it: XXXXX-XXXXX."""
+    return f"{code[:5]}-{code[5:]}"
 
 
 def _new_secret() -> str:

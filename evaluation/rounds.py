@@ -144,28 +144,22 @@ def transition_round(session: Session, round_: Round, action: str, actor: str) -
 def _move(session: Session, round_: Round, values: dict, actor: str, action: str,
           detail: dict) -> None:
     """Set the round's new state with a conditional update (of two racing requests exactly one
-    moves the round) and its audit entry, and commit them. When another append took the audit
-    log's head meanwhile, all again with the new head.
+    moves the round) and log it, committed together (see audit.commit_entry).
 
     Committed on its own: once a close is, every cast finds the round closed (and on PostgreSQL
     does not even take its lock on the round), so the closing mix waits only for casts in flight.
     """
     status = round_.status
-    for attempt in range(audit.ATTEMPTS):
+
+    def write() -> None:
         result = session.execute(
             update(Round).where(Round.id == round_.id, Round.status == status).values(**values)
             .execution_options(synchronize_session=False))
         if result.rowcount != 1:
             session.rollback()
             raise TransitionError(Problem.of(N_("the round changed meanwhile; reload and try again")))
-        try:  # the entry clashes when it is written (PostgreSQL) or committed (SQLite)
-            audit.record(session, actor, action, round_.id, **detail)
-            session.commit()
-            return
-        except IntegrityError:
-            session.rollback()
-            if attempt == audit.ATTEMPTS - 1:
-                raise
+
+    audit.commit_entry(session, actor, action, round_.id, write=write, **detail)
 
 
 def finish_closing(session: Session, round_: Round, actor: str) -> Round:
@@ -188,7 +182,7 @@ def finish_closing(session: Session, round_: Round, actor: str) -> Round:
     seal_round(session, round_)
     session.commit()
     session.refresh(round_)
-    audit.record_alone(session, actor, "round.seal", round_.id, ballots=round_.sealed_count,
+    audit.commit_entry(session, actor, "round.seal", round_.id, ballots=round_.sealed_count,
                        seal=round_.seal_head)
     vacuum_after_mix(session, full=True)
     session.refresh(round_)

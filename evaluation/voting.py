@@ -13,6 +13,7 @@ from evaluation import audit
 from evaluation.ballot_box import CastError, cast_ballot
 from evaluation.mixing import maybe_mix
 from evaluation.ballot_sheet import ParsedBallot, Sheet, build_sheet, parse_ballot
+from evaluation.errors import NotFoundError
 from evaluation.invitations import (
     Keys, UnknownLinkError, find_by_code, find_by_token, find_for_ticket,
 )
@@ -160,6 +161,15 @@ def paper_sheet(session: Session, round_id: int, code: str, keys: Keys) -> tuple
     return ticket, sheet_for(session, ticket)
 
 
+def blank_sheet(session: Session, round_: Round, group_key: str) -> Sheet:
+    """The ballot sheet of one group of an open round, for blank paper ballots; NotFoundError
+    for a group the round has not."""
+    group = next((g for g in round_.groups if g.key == group_key), None)
+    if group is None:
+        raise NotFoundError(f"round {round_.id} has no group {group_key!r}")
+    return _cached_sheet(session, round_.id, group.id, round_.fingerprint)
+
+
 def cast_paper(session: Session, round_id: int, code: str, form, keys: Keys, mix_every: int,
                actor: str) -> str:
     """Record a paper ballot typed in by staff, through the same ballot box as the voters'
@@ -172,7 +182,7 @@ def cast_paper(session: Session, round_id: int, code: str, form, keys: Keys, mix
         answers.poplist(name)
     receipt = cast(session, ticket, answers, mix_every, is_paper=True)
     try:
-        audit.record_alone(session, actor, "ballot.paper", round_id)
+        audit.commit_entry(session, actor, "ballot.paper", round_id)
     except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to the log
         session.rollback()
         logging.getLogger("pingyi").warning("paper ballot not logged: %s", type(exc).__name__)

@@ -1,5 +1,8 @@
 """The Alembic chain: upgrade head yields exactly the models' schema; downgrade removes it all."""
 
+import contextlib
+import datetime as dt
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -8,6 +11,7 @@ from sqlalchemy import create_engine, inspect
 
 from core.config import Config
 from core.extensions import db
+from evaluation.models import Invitation
 from tests.conftest import create_pg_database, drop_pg_database, pg_url_for, require_pg
 from wsgi import create_app
 
@@ -65,63 +69,52 @@ def test_sqlite_ballot_tables_have_no_rowid(tmp_path):
         assert sql[table].rstrip().endswith("WITHOUT ROWID"), table
 
 
+@contextlib.contextmanager
+def two_rounds_at_0004(database: str, tmp_path):
+    """The schema as 0004 left it, with two rounds of the example spec, in the app's context."""
+    from evaluation.rounds import create_round
+    from evaluation.specs import load_spec
+    from tests.conftest import EXAMPLE
+    config = Config.from_env({}, instance_path=tmp_path, database_url=database, testing=True)
+    with create_app(config).app_context():
+        upgrade(revision="0004_lighter_casting")
+        spec = load_spec(EXAMPLE.read_bytes())
+        yield config, create_round(db.session, spec, "test"), create_round(db.session, spec, "test")
+        db.session.remove()
+        db.engine.dispose()
+
+
+def stray_invitation(round_, other_round):
+    """An invitation of round_ with a group of other_round."""
+    return Invitation(round_id=round_.id, group_id=other_round.groups[0].id, token_hash="x" * 64,
+                      code_hash="x" * 64, issued_on=dt.date(2026, 1, 5))
+
+
 def test_composite_invitation_key_keeps_the_invitations(empty_database, tmp_path):
     """0005: invitations issued before the upgrade are kept, and from then on the database
     itself refuses an invitation whose group belongs to another round."""
-    import datetime as dt
-    import json
-    from pathlib import Path
-
     from sqlalchemy import func, select
     from sqlalchemy.exc import IntegrityError
 
-    from evaluation.models import Invitation
-    from evaluation.rounds import create_round
-    from evaluation.specs import validate_spec
-    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
-    app = create_app(config)
-    spec = validate_spec(json.loads(
-        (Path(__file__).parent.parent / "examples" / "round.json").read_text(encoding="utf-8")))
-    with app.app_context():
-        upgrade(revision="0004_lighter_casting")
-        first, second = (create_round(db.session, spec, "test") for _ in range(2))
+    with two_rounds_at_0004(empty_database, tmp_path) as (_config, first, second):
         db.session.add_all(Invitation(round_id=first.id, group_id=g.id, token_hash=f"{k}" * 64,
                                       code_hash=f"{k}" * 64, issued_on=dt.date(2026, 1, 5))
                            for k, g in enumerate(first.groups))
         db.session.commit()
         upgrade()
         assert db.session.scalar(select(func.count()).select_from(Invitation)) == 4
-        db.session.add(Invitation(round_id=first.id, group_id=second.groups[0].id,
-                                  token_hash="x" * 64, code_hash="x" * 64,
-                                  issued_on=dt.date(2026, 1, 5)))
+        db.session.add(stray_invitation(first, second))
         with pytest.raises(IntegrityError):
             db.session.commit()
         db.session.rollback()
-        db.session.remove()
-        db.engine.dispose()
 
 
 def test_an_invitation_of_another_rounds_group_stops_0005_before_it_changes_anything(
         empty_database, tmp_path):
-    import datetime as dt
-    import json
-    from pathlib import Path
-
     from sqlalchemy import text
 
-    from evaluation.models import Invitation
-    from evaluation.rounds import create_round
-    from evaluation.specs import validate_spec
-    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
-    app = create_app(config)
-    spec = validate_spec(json.loads(
-        (Path(__file__).parent.parent / "examples" / "round.json").read_text(encoding="utf-8")))
-    with app.app_context():
-        upgrade(revision="0004_lighter_casting")
-        first, second = (create_round(db.session, spec, "test") for _ in range(2))
-        db.session.add(Invitation(round_id=first.id, group_id=second.groups[0].id,
-                                  token_hash="x" * 64, code_hash="x" * 64,
-                                  issued_on=dt.date(2026, 1, 5)))
+    with two_rounds_at_0004(empty_database, tmp_path) as (config, first, second):
+        db.session.add(stray_invitation(first, second))
         db.session.commit()
         db.session.remove()
         with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits
@@ -140,4 +133,3 @@ def test_an_invitation_of_another_rounds_group_stops_0005_before_it_changes_anyt
         engine = create_engine(config.database_url)
         assert schema_diff(engine) == []
         engine.dispose()
-        db.engine.dispose()

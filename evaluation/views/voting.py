@@ -10,19 +10,20 @@ from flask_babel import get_locale, gettext as _, ngettext
 
 from core.extensions import db
 from evaluation import mail_queue
-from evaluation.errors import PingyiError, Problem
-from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
 from evaluation.ballot_box import CastError
-from evaluation.ballot_sheet import build_sheet
-from evaluation.invitations import UnknownLinkError, issue_links, normalise_code, turnout
+from evaluation.errors import NotFoundError, PingyiError, Problem
+from evaluation.forms import ActionForm, InviteForm, SlipsForm, group_choices
+from evaluation.invitations import (
+    UnknownLinkError, display_code, issue_links, normalise_code, turnout,
+)
 from evaluation.inviting import (
     EMPTY_FILE, NO_EMAIL_COLUMN, MailReport, RoundClosedForMail,
     invite, read_addresses, remind,
 )
 from evaluation.mailer import Mailer, MailSettings
 from evaluation.views.access import actor, round_or_404
-from evaluation.voting import BallotInvalidError, cast_paper, paper_sheet
 from evaluation.views.messages import said, shown
+from evaluation.voting import BallotInvalidError, blank_sheet, cast_paper, paper_sheet
 
 #: Failed addresses flashed one per line; the rest are counted.
 MAX_FAILED_SHOWN = 20
@@ -55,9 +56,8 @@ def make_slips(round_id: int):
 def enter_paper_ballot(round_id: int):
     """Type in a paper ballot of an open round: the code on the paper first, then its answers
     on the ballot of the code's group. Recorded, it makes way for the next one."""
-    round_ = round_or_404(round_id)
-    if round_.status != "open":
-        flash(_("Paper ballots can be typed in only while the round is open."), "error")
+    round_ = _paper_round(round_id)
+    if round_ is None:
         return _back(round_id)
     if request.method == "GET":
         return _paper_page(round_)
@@ -83,15 +83,23 @@ def enter_paper_ballot(round_id: int):
 def print_paper_ballots(round_id: int):
     """A blank paper ballot of one group, to print: the voter writes the code of a slip on it,
     and an organiser types it in later (enter_paper_ballot)."""
-    round_ = round_or_404(round_id)
-    if round_.status != "open":
-        flash(_("Paper ballots can be typed in only while the round is open."), "error")
+    round_ = _paper_round(round_id)
+    if round_ is None:
         return _back(round_id)
-    group = next((g for g in round_.groups if g.key == request.args.get("group")), None)
-    if group is None:
+    try:
+        sheet = blank_sheet(db.session, round_, request.args.get("group", ""))
+    except NotFoundError:
         abort(404)
-    return _private(render_template("evaluation/paper_print.html", round=round_, group=group,
-                                    sheet=build_sheet(round_, group.id)))
+    return _private(render_template("evaluation/paper_print.html", round=round_, sheet=sheet))
+
+
+def _paper_round(round_id: int):
+    """The round, while paper ballots can go in (it is open); None, with a message, otherwise."""
+    round_ = round_or_404(round_id)
+    if round_.status == "open":
+        return round_
+    flash(_("Paper ballots can be typed in only while the round is open."), "error")
+    return None
 
 
 def _paper_page(round_, code: str = "", sheet=None, values=None, errors=None,
@@ -99,10 +107,9 @@ def _paper_page(round_, code: str = "", sheet=None, values=None, errors=None,
     """The page holds a code that can still vote: like the slips, never cached nor referred.
     A code that can be one is shown as printed on the slips."""
     normal = normalise_code(code)
-    shown = f"{normal[:5]}-{normal[5:]}" if normal else code[:20]
     return _private(render_template(
-        "evaluation/paper.html", round=round_, code=shown, sheet=sheet, values=values or {},
-        errors=errors or {}, problem=problem))
+        "evaluation/paper.html", round=round_, code=display_code(normal) if normal else code[:20],
+        sheet=sheet, values=values or {}, errors=errors or {}, problem=problem))
 
 
 def _private(page: str):

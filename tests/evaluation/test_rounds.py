@@ -187,13 +187,13 @@ def test_audit_log_never_forks(session, make_round):
 
 
 def test_appends_from_two_sessions_at_once_all_land_in_one_chain(app, session, make_round):
-    """record_alone reads the new head and tries again when another append took its head."""
+    """commit_entry reads the new head and tries again when another append took its head."""
     import threading
 
     from sqlalchemy.orm import Session as OrmSession
 
     from core.extensions import db
-    from evaluation.audit import record_alone
+    from evaluation.audit import commit_entry
     round_ = make_round()
     before = session.scalar(select(func.count(AuditEntry.id)))
     session.rollback()
@@ -204,7 +204,7 @@ def test_appends_from_two_sessions_at_once_all_land_in_one_chain(app, session, m
             start.wait()
             for k in range(15):
                 try:
-                    record_alone(own, who, "ballot.paper", round_.id, attempts=50)
+                    commit_entry(own, who, "ballot.paper", round_.id, attempts=50)
                 except Exception as exc:  # noqa: BLE001 - counted, and the test fails
                     failures.append(repr(exc))
 
@@ -225,7 +225,7 @@ def test_a_state_change_whose_audit_entry_lost_the_head_is_tried_again(app, sess
     from sqlalchemy.orm import Session as OrmSession
 
     from core.extensions import db
-    from evaluation.audit import record_alone
+    from evaluation.audit import commit_entry
     ids = [make_round().id for _ in range(6)]
     session.rollback()
     start, failures = threading.Barrier(2), []
@@ -234,7 +234,7 @@ def test_a_state_change_whose_audit_entry_lost_the_head_is_tried_again(app, sess
         with app.app_context(), OrmSession(db.engine) as own:
             start.wait()
             for _ in range(40):
-                record_alone(own, "other", "ballot.paper", ids[0], attempts=50)
+                commit_entry(own, "other", "ballot.paper", ids[0], attempts=50)
 
     def open_rounds():
         with app.app_context(), OrmSession(db.engine) as own:
