@@ -260,7 +260,7 @@ def stored_ballots(database_url: str, round_id: int) -> tuple[int, int, int]:
     """(ballots, distinct receipts, used invitations) of the round, read straight from the database."""
     queries = ("SELECT count(*) FROM ballots WHERE round_id = {r}",
                "SELECT count(DISTINCT receipt) FROM ballots WHERE round_id = {r}",
-               "SELECT count(*) FROM invitations WHERE round_id = {r} AND is_used")
+               "SELECT count(*) FROM used_invitations WHERE round_id = {r}")
     if database_url.startswith("sqlite"):
         import sqlite3
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:

@@ -1,8 +1,9 @@
 """The ballot box: cast a ballot atomically and anonymously; seal at close; verify.
 
 Casting is one transaction: (PostgreSQL) a shared lock on the round row, so that closing waits for
-ballots in flight; a conditional update that marks the invitation used only if it is unused and the
-round open — exactly one row or refuse, never check-then-write; then the ballot and its ratings.
+ballots in flight; a conditional write that marks the invitation used only if it is unused and the
+round open — exactly one row or refuse, never check-then-write (an insert into used_invitations,
+whose primary key refuses a second use); then the ballot and its ratings.
 The ballot row knows nothing of the invitation; evaluation.mixing keeps physical order and
 transaction ids from relinking them.
 """
@@ -122,10 +123,13 @@ def _as_sqlalchemy_error(conn, exc: Exception) -> DBAPIError:
                                dialect=conn.dialect)
 
 
+#: Marks the invitation used: one row if it is the voter's (its link not re-issued since), the
+#: round is open and no ballot was cast with it; none otherwise (ON CONFLICT: used already).
 _SQLITE_MARK_USED = (
-    "UPDATE invitations SET is_used = 1 WHERE id = ? AND round_id = ? AND group_id = ?"
-    " AND token_hash = ? AND NOT is_used"
-    " AND EXISTS (SELECT 1 FROM rounds WHERE id = ? AND status = 'open')")
+    "INSERT INTO used_invitations (round_id, invitation_id)"
+    " SELECT round_id, id FROM invitations WHERE id = ? AND round_id = ? AND group_id = ?"
+    " AND token_hash = ? AND EXISTS (SELECT 1 FROM rounds WHERE id = ? AND status = 'open')"
+    " ON CONFLICT DO NOTHING")
 _SQLITE_INSERT_BALLOT = ("INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper,"
                          " is_valid) VALUES (?, ?, ?, ?, ?, ?, ?)")
 _SQLITE_INSERT_RATING = ("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment)"
@@ -137,8 +141,8 @@ _SQLITE_COUNT = "SELECT count(*) FROM ballots WHERE round_id = ?"
 
 def _cast_sqlite(engine, driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
     """SQLite's cast, committed, in the writers' queue: the round's ballot count, or None when the
-    conditional update touched no row (then it is rolled back). SQLite holds its write lock from
-    the update to the end of the transaction, so both happen before leaving the queue."""
+    invitation could not be marked used (then it is rolled back). SQLite holds its write lock from
+    the first write to the end of the transaction, so both happen before leaving the queue."""
     count = None
     with sqlite_writer(engine):
         try:
@@ -149,7 +153,7 @@ def _cast_sqlite(engine, driver, who: tuple[int, int, int, str], new: _NewBallot
 
 
 def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
-    """The conditional update, then the ballot and its ratings (executemany costs no round trips
+    """Mark the invitation used, then the ballot and its ratings (executemany costs no round trips
     in-process). Booleans are stored as 0/1 and days as ISO text, as SQLAlchemy stores them."""
     invitation_id, round_id, group_id, token_hash = who
     cursor = driver.cursor()
@@ -168,21 +172,22 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
 
 
 #: PostgreSQL: the shared lock on the round, then the rest of the cast in one statement. The CTEs
-#: mark the invitation used only if it is unused and the round open (exactly one row, or none),
-#: and insert the ballot and its ratings only if it was; foreign keys are checked at the end of
-#: the statement, when the ballot row exists. The lock must be a statement of its own: a
-#: statement's snapshot is taken before it waits, and a mix that commits meanwhile rewrites the
-#: invitation row that an older snapshot would look for.
+#: mark the invitation used only if it is unused and the round open (exactly one row, or none:
+#: ON CONFLICT waits for a cast or mix in flight on the same invitation, then sees its row), and
+#: insert the ballot and its ratings only if it was; foreign keys are checked at the end of the
+#: statement, when the ballot row exists. The lock must be a statement of its own: a statement's
+#: snapshot is taken before it waits, and would not see a close committed meanwhile.
 #: FOR KEY SHARE: closing (FOR UPDATE) waits for the casts in flight, while an open round's
 #: periodic mix (FOR NO KEY UPDATE, see evaluation.mixing) neither waits for them nor holds them.
 #: Only an open round is locked: once a close has committed the round's new state, later casts
 #: take no lock, so a steady stream of voters cannot keep the closing mix waiting.
 _PG_SHARE_ROUND = "SELECT 1 FROM rounds WHERE id = %(r)s AND status = 'open' FOR KEY SHARE"
 _PG_CAST = """
-WITH used AS (UPDATE invitations SET is_used = true
+WITH used AS (INSERT INTO used_invitations (round_id, invitation_id)
+         SELECT round_id, id FROM invitations
          WHERE id = %(i)s AND round_id = %(r)s AND group_id = %(g)s AND token_hash = %(t)s
-           AND NOT is_used
-           AND EXISTS (SELECT 1 FROM rounds WHERE id = %(r)s AND status = 'open') RETURNING id),
+           AND EXISTS (SELECT 1 FROM rounds WHERE id = %(r)s AND status = 'open')
+         ON CONFLICT DO NOTHING RETURNING invitation_id),
 ballot AS (INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)
            SELECT %(b)s, %(r)s, %(g)s, %(receipt)s, %(day)s, %(paper)s, %(valid)s FROM used
            RETURNING id),
@@ -201,8 +206,8 @@ SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id
 
 def _cast_postgresql(driver, who: tuple[int, int, int, str],
                      new: _NewBallot) -> tuple[int | None, int]:
-    """PostgreSQL's cast, committed: (the round's ballot count, or None when the conditional update
-    touched no row: then nothing was written, and the commit released only the round lock;
+    """PostgreSQL's cast, committed: (the round's ballot count, or None when the invitation could
+    not be marked used: then nothing was written, and the commit released only the round lock;
     the round's count at its latest mix).
 
     The lock, the cast and the commit go to the server in one pipeline, one round trip; the
@@ -229,7 +234,7 @@ def _columns(rows: list[tuple], *names: str) -> dict[str, list]:
 
 
 def why_refused(session: Session, invitation_id: int, round_id: int) -> str:
-    """Why a conditional update touched nothing: used, closed, not_started or unknown."""
+    """Why a cast could not mark its invitation used: used, closed, not_started or unknown."""
     row = session.execute(select(Invitation.is_used, Round.status).join(
         Round, Round.id == Invitation.round_id).where(
         Invitation.id == invitation_id, Invitation.round_id == round_id)).first()

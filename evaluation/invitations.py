@@ -213,7 +213,7 @@ _INVITATIONS, _ROUNDS = Invitation.__table__, Round.__table__
 #: What entering with a link or code needs: the invitation and the state of its round. Core
 #: statements, in one query: every voter's first request asks one.
 _ENTRY = (select(_INVITATIONS.c.id, _INVITATIONS.c.round_id, _INVITATIONS.c.group_id,
-                 _INVITATIONS.c.token_hash, _INVITATIONS.c.is_used, _ROUNDS.c.status,
+                 _INVITATIONS.c.token_hash, Invitation.is_used.label("is_used"), _ROUNDS.c.status,
                  _ROUNDS.c.fingerprint)
           .join(_ROUNDS, _ROUNDS.c.id == _INVITATIONS.c.round_id))
 _BY_TOKEN = _ENTRY.where(_INVITATIONS.c.token_hash == bindparam("t"),

@@ -1,10 +1,11 @@
 """Mixing: after casting, neither physical order nor transaction ids may relink a ballot to its
 invitation.
 
-On PostgreSQL a cast marks its invitation used in the transaction that inserts the ballot, so
-both rows carry the same xmin, and new row versions pile up in the order of casting. A mix
-rewrites the round's used invitations in random order in one transaction, after every N ballots
-while the round is open and everything at close, and a vacuum then clears the old versions.
+On PostgreSQL a cast marks its invitation used (a used_invitations row) in the transaction that
+inserts the ballot, so both rows carry the same xmin, and new rows pile up in the order of
+casting. A mix rewrites the round's used-invitation rows in random order in one transaction,
+after every N ballots while the round is open and with the ballots at close, and a vacuum then
+clears the old versions. The invitations themselves are never written by a cast.
 SQLite needs none of that (no transaction ids in rows, ballots on random keys without rowids):
 there the write-ahead log, which holds pages in commit order, is checkpointed and truncated.
 """
@@ -24,7 +25,7 @@ from evaluation.ballot_box import Cast
 MIXED_TABLES = (("ballots", "round_id = :r"),
                 ("ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
                 ("item_ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
-                ("invitations", "round_id = :r"))
+                ("used_invitations", "round_id = :r"))
 #: Where mix_round leaves its transaction id for vacuum_after_mix (in the session's info).
 _MIX_XID = "pingyi.mix_xid"
 
@@ -35,14 +36,14 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     While open (not `full`), only when `every` ballots or more have come since the latest mix:
     False when another worker has mixed meanwhile.
 
-    A cast marks its invitation used in the same transaction that inserts the ballot, so on
-    PostgreSQL both carry the same xmin, and the new row versions of used invitations pile up in
-    the order of casting. Rewriting every used invitation in random order gives them all this
-    transaction's xmin and a random place among each other, so no join on xmin or on physical
-    order links a ballot to an invitation. Unused invitations are left alone: no cast has written
-    them, so they hold nothing to hide, and the cost follows the ballots cast rather than the
-    links issued. `full` (at close) rewrites every invitation and the ballot rows too, so that
-    neither their xmin nor their order says anything about the order of casting.
+    A cast marks its invitation used (a row of used_invitations) in the same transaction that
+    inserts the ballot, so on PostgreSQL both carry the same xmin, and the used-invitation rows
+    pile up in the order of casting. Rewriting every one of the round's in random order gives
+    them all this transaction's xmin and a random place among each other, so no join on xmin or
+    on physical order links a ballot to an invitation. The invitations are left alone: no cast
+    writes them, so they hold nothing to hide, and the narrow rows (one index, one key) cost far
+    less to rewrite. `full` (at close) rewrites the ballot rows too, so that neither their xmin
+    nor their order says anything about the order of casting.
     SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
     """
     if session.get_bind().dialect.name != "postgresql":
@@ -59,7 +60,7 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
     # ratings and item ratings go with their ballots (ON DELETE CASCADE)
     session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
-    session.execute(text("DELETE FROM invitations WHERE round_id = :r"), {"r": round_id})
+    session.execute(text("DELETE FROM used_invitations WHERE round_id = :r"), {"r": round_id})
     for table, _where in MIXED_TABLES:
         session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
     return True
@@ -71,9 +72,9 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
 #: hands out the first.
 _PG_MIX_OPEN = text("""
 WITH counted AS (SELECT count(*) AS n FROM ballots WHERE round_id = :r),
-gone AS (DELETE FROM invitations WHERE round_id = :r AND is_used
+gone AS (DELETE FROM used_invitations WHERE round_id = :r
          AND (SELECT n FROM counted) - :mixed >= :every RETURNING *),
-moved AS (INSERT INTO invitations SELECT * FROM gone ORDER BY random())
+moved AS (INSERT INTO used_invitations SELECT * FROM gone ORDER BY random())
 SELECT n FROM counted
 """)
 
@@ -131,8 +132,8 @@ def _wait_for_older_snapshots(conn, mix_xid: int, timeout: float) -> bool:
     deleted (no snapshot or transaction as old as the mix); False if some still could at the
     timeout.
 
-    A vacuum keeps such versions (VACUUM FULL even copies them into its new file), and those of
-    used invitations carry the casts' xmin: a transaction that began before the mix committed,
+    A vacuum keeps such versions (VACUUM FULL even copies them into its new file), and the
+    used-invitation rows a mix deleted carry the casts' xmin: a transaction that began before the mix committed,
     such as a long report on another round, would keep the link on disk.
     """
     deadline, pause = time.monotonic() + timeout, 0.002
@@ -148,8 +149,8 @@ def _wait_for_older_snapshots(conn, mix_xid: int, timeout: float) -> bool:
 def vacuum_after_mix(session: Session, full: bool = False) -> None:
     """Clear old row versions after a mix, outside any transaction.
 
-    PostgreSQL: once no session may still see what the mix deleted, VACUUM of the invitations
-    while open (their old versions carry the casts' xmin), VACUUM FULL of every mixed table at
+    PostgreSQL: once no session may still see what the mix deleted, VACUUM of used_invitations
+    while open (the rows it deleted carry the casts' xmin), VACUUM FULL of every mixed table at
     close (rewritten into new files). SQLite: VACUUM rebuilds the file at close (secure_delete
     zeroes freed pages anyway), and the WAL, which holds pages in commit order, is checkpointed
     and truncated.
@@ -185,11 +186,11 @@ def _vacuum_postgresql(conn, mix_xid: int | None, full: bool) -> None:
             for table, _where in MIXED_TABLES:
                 conn.exec_driver_sql(f"VACUUM FULL {table}")
         else:  # casts go on meanwhile; an autovacuum already at work is left to finish the job
-            conn.exec_driver_sql("VACUUM (SKIP_LOCKED) invitations")
+            conn.exec_driver_sql("VACUUM (SKIP_LOCKED) used_invitations")
     except OperationalError as exc:  # the lock timeout: someone holds a table
         log.warning("vacuum after a mix gave up waiting for a lock (%s); once the tables are "
                     "free, run: VACUUM%s %s", type(exc.orig).__name__, " FULL" if full else "",
-                    tables if full else "invitations")
+                    tables if full else "used_invitations")
     finally:
         conn.exec_driver_sql("RESET lock_timeout")
 

@@ -90,6 +90,15 @@ def stray_invitation(round_, other_round):
                       code_hash="x" * 64, issued_on=dt.date(2026, 1, 5))
 
 
+def old_invitation(round_id: int, group_id: int, key: str, used: bool = False) -> None:
+    """An invitation as the schema before 0006 holds it (its own is_used flag)."""
+    from sqlalchemy import text
+    db.session.execute(text(
+        "INSERT INTO invitations (round_id, group_id, token_hash, code_hash, is_used, issued_on)"
+        " VALUES (:r, :g, :t, :t, :u, :d)"),
+        {"r": round_id, "g": group_id, "t": key * 64, "u": used, "d": dt.date(2026, 1, 5)})
+
+
 def test_composite_invitation_key_keeps_the_invitations(empty_database, tmp_path):
     """0005: invitations issued before the upgrade are kept, and from then on the database
     itself refuses an invitation whose group belongs to another round."""
@@ -97,12 +106,14 @@ def test_composite_invitation_key_keeps_the_invitations(empty_database, tmp_path
     from sqlalchemy.exc import IntegrityError
 
     with two_rounds_at_0004(empty_database, tmp_path) as (_config, first, second):
-        db.session.add_all(Invitation(round_id=first.id, group_id=g.id, token_hash=f"{k}" * 64,
-                                      code_hash=f"{k}" * 64, issued_on=dt.date(2026, 1, 5))
-                           for k, g in enumerate(first.groups))
+        for k, g in enumerate(first.groups):
+            old_invitation(first.id, g.id, str(k), used=k == 1)
         db.session.commit()
         upgrade()
         assert db.session.scalar(select(func.count()).select_from(Invitation)) == 4
+        # 0006: the used one has its row in used_invitations, the others none
+        assert db.session.execute(select(Invitation.token_hash, Invitation.is_used).order_by(
+            Invitation.token_hash)).all() == [(f"{k}" * 64, k == 1) for k in range(4)]
         db.session.add(stray_invitation(first, second))
         with pytest.raises(IntegrityError):
             db.session.commit()
@@ -114,7 +125,7 @@ def test_an_invitation_of_another_rounds_group_stops_0005_before_it_changes_anyt
     from sqlalchemy import text
 
     with two_rounds_at_0004(empty_database, tmp_path) as (config, first, second):
-        db.session.add(stray_invitation(first, second))
+        old_invitation(first.id, second.groups[0].id, "x")
         db.session.commit()
         db.session.remove()
         with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits
@@ -133,3 +144,31 @@ def test_an_invitation_of_another_rounds_group_stops_0005_before_it_changes_anyt
         engine = create_engine(config.database_url)
         assert schema_diff(engine) == []
         engine.dispose()
+
+
+def test_0006_downgrade_puts_the_used_flag_back(empty_database, tmp_path):
+    from sqlalchemy import text
+
+    from tests.conftest import EXAMPLE
+    from evaluation.rounds import create_round
+    from evaluation.specs import load_spec
+    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
+    with create_app(config).app_context():
+        upgrade()
+        round_ = create_round(db.session, load_spec(EXAMPLE.read_bytes()), "test")
+        for key in "ab":
+            db.session.add(Invitation(round_id=round_.id, group_id=round_.groups[0].id,
+                                      token_hash=key * 64, code_hash=key * 64,
+                                      issued_on=dt.date(2026, 1, 5)))
+        db.session.flush()
+        used = db.session.scalar(text("SELECT id FROM invitations WHERE token_hash LIKE 'b%'"))
+        db.session.execute(text("INSERT INTO used_invitations VALUES (:r, :i)"),
+                           {"r": round_.id, "i": used})
+        db.session.commit()
+        db.session.remove()
+        downgrade(revision="0005_invitation_group_of_round")
+        flags = db.session.execute(text(
+            "SELECT token_hash, is_used FROM invitations ORDER BY token_hash")).all()
+        assert [(t[0], bool(u)) for t, u in flags] == [("a", False), ("b", True)]
+        db.session.remove()
+        db.engine.dispose()

@@ -3,6 +3,11 @@
 Nothing joins a ballot to an invitation: no foreign key, no shared id or sequence, random ballot
 ids, no time finer than the day on either side. On SQLite the ballot tables are WITHOUT ROWID on
 random keys, so their physical order says nothing about voting order.
+
+That an invitation was used is a row of its own (UsedInvitation), not a flag on the invitation:
+a cast writes that narrow row beside its ballot, and the mixes that keep transaction ids and
+physical order from relinking the two (evaluation.mixing) rewrite those rows only, not the wide,
+four-times-indexed invitations.
 """
 
 from __future__ import annotations
@@ -11,28 +16,28 @@ import datetime as dt
 
 from sqlalchemy import (
     CheckConstraint, Date, ForeignKey, ForeignKeyConstraint, String, Text, UniqueConstraint,
-    true as sa_true,
+    exists, true as sa_true,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from core.extensions import db
 
 
 class Invitation(db.Model):
-    """The right to cast one ballot in one rater group; knows only whether it was used."""
+    """The right to cast one ballot in one rater group; whether it was used is a UsedInvitation."""
 
     __tablename__ = "invitations"
     __table_args__ = (
         UniqueConstraint("round_id", "email"),
-        # One key for both: the group is one of the round's. A mix rewrites every used
-        # invitation, and PostgreSQL checks one key per row instead of two. No action on delete:
-        # a group (or round) with links issued keeps them, and cannot be deleted.
+        # What a used invitation's row points at: an invitation of that round.
+        UniqueConstraint("round_id", "id"),
+        # One key for both: the group is one of the round's. No action on delete: a group (or
+        # round) with links issued keeps them, and cannot be deleted.
         ForeignKeyConstraint(["round_id", "group_id"], ["rater_groups.round_id", "rater_groups.id"]),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    #: Found through the (round_id, email) index, as are a round's invitations of one group:
-    #: each index is one more to rewrite at every mix.
+    #: A round's invitations (of one group too) are found through the (round_id, email) index.
     round_id: Mapped[int]
     group_id: Mapped[int]
     #: Keyed hash of the link secret; the secret itself is never stored.
@@ -41,9 +46,34 @@ class Invitation(db.Model):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     #: Where the link was mailed; null for printed slips.
     email: Mapped[str | None] = mapped_column(String(254))
-    is_used: Mapped[bool] = mapped_column(default=False)
     issued_on: Mapped[dt.date] = mapped_column(Date)
     last_sent_on: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class UsedInvitation(db.Model):
+    """That an invitation was used: written by the cast that records its ballot, in the same
+    transaction, and never removed. The primary key makes a second use impossible; the foreign
+    key, that the invitation is one of the round's.
+
+    Keyed by round first, so that a mix finds a round's rows by the key; WITHOUT ROWID on
+    SQLite, so that the physical order is the invitations' order of issue, never of voting.
+    """
+
+    __tablename__ = "used_invitations"
+    __table_args__ = (
+        ForeignKeyConstraint(["round_id", "invitation_id"],
+                             ["invitations.round_id", "invitations.id"]),
+        {"sqlite_with_rowid": False},
+    )
+
+    round_id: Mapped[int] = mapped_column(primary_key=True)
+    invitation_id: Mapped[int] = mapped_column(primary_key=True)
+
+
+#: Read like a column (in queries and on loaded invitations); written only by casting.
+Invitation.is_used = column_property(
+    exists().where(UsedInvitation.invitation_id == Invitation.id,
+                   UsedInvitation.round_id == Invitation.round_id))
 
 
 class Ballot(db.Model):

@@ -129,7 +129,7 @@ def _insert_ballots(session, round_) -> dict[str, str]:
              for p in round_.participations]
     rows += [Invitation(round_id=round_.id, group_id=groups[key].id,
                         token_hash=secrets.token_hex(32), code_hash=secrets.token_hex(32),
-                        is_used=False, issued_on=dt.date(2026, 1, 5))
+                        issued_on=dt.date(2026, 1, 5))
              for key, n in INVITED.items() for _ in range(n)]
     session.add_all(rows)
     session.flush()  # an item score hangs on its rating: the ratings go in first

@@ -11,11 +11,13 @@ from scipy.stats import spearmanr
 from sqlalchemy import DateTime, inspect, select, text
 
 from core.extensions import db
-from evaluation.models import Ballot, Invitation
+from evaluation.models import Ballot, Invitation, UsedInvitation
 from evaluation.rounds import transition_round
 from tests.survey.conftest import RECEIPT_RE, full_ballot, link_path
 
 BALLOT_TABLES = ("ballots", "ratings", "item_ratings")
+#: Who may vote, and who has: the other side, never joined to the ballots.
+LEDGER_TABLES = ("invitations", "used_invitations")
 
 
 def test_ballot_tables_share_no_key_with_invitations(app):
@@ -23,10 +25,11 @@ def test_ballot_tables_share_no_key_with_invitations(app):
         inspector = inspect(db.engine)
         for table in BALLOT_TABLES:
             for fk in inspector.get_foreign_keys(table):
-                assert fk["referred_table"] != "invitations", (table, fk)
+                assert fk["referred_table"] not in LEDGER_TABLES, (table, fk)
             assert not any("invitation" in c["name"] for c in inspector.get_columns(table))
-        for fk in inspector.get_foreign_keys("invitations"):
-            assert fk["referred_table"] not in BALLOT_TABLES
+        for ledger in LEDGER_TABLES:
+            for fk in inspector.get_foreign_keys(ledger):
+                assert fk["referred_table"] not in BALLOT_TABLES, (ledger, fk)
         # a ballot's key is a random string, not a number drawn from a sequence
         assert str(inspector.get_columns("ballots")[0]["type"]).startswith("VARCHAR")
 
@@ -150,15 +153,15 @@ def test_xmin_join_links_nothing_after_close(app, session, make_round, issue):
         return
     app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
     cast_many(app, round_, issue, 8)
-    sql = text("SELECT b.id, count(i.id) FROM ballots b LEFT JOIN invitations i "
+    sql = text("SELECT b.id, count(i.invitation_id) FROM ballots b LEFT JOIN used_invitations i "
                "ON i.xmin = b.xmin AND i.round_id = b.round_id WHERE b.round_id = :r GROUP BY b.id")
     before = dict(session.execute(sql, {"r": round_.id}).all())
     assert set(before.values()) == {1}  # before the mix each ballot shares xmin with its invitation
     session.rollback()
     transition_round(session, round_, "close", "test")
     after = dict(session.execute(sql, {"r": round_.id}).all())
-    total = session.scalar(select(db.func.count()).select_from(Invitation).where(
-        Invitation.round_id == round_.id))
+    total = session.scalar(select(db.func.count()).select_from(UsedInvitation).where(
+        UsedInvitation.round_id == round_.id))
     assert set(after.values()) <= {0, total}  # everything or nothing: no one-to-one link
 
 
@@ -174,11 +177,12 @@ def test_mix_every_n_ballots_while_open(app, session, make_round, issue):
         assert not wal.exists() or wal.stat().st_size == 0
         return
     used = session.execute(text(
-        "SELECT id, xmin::text FROM invitations WHERE round_id = :r AND is_used ORDER BY ctid"),
+        "SELECT invitation_id, xmin::text FROM used_invitations WHERE round_id = :r ORDER BY ctid"),
         {"r": round_.id}).all()
     assert len({xmin for _id, xmin in used}) == 1  # every used invitation rewritten by one mix
-    linked = session.scalar(text("SELECT count(*) FROM ballots b JOIN invitations i ON i.xmin = b.xmin"))
-    assert linked == 0
+    for ledger in ("used_invitations", "invitations"):
+        linked = session.scalar(text(f"SELECT count(*) FROM ballots b JOIN {ledger} i ON i.xmin = b.xmin"))
+        assert linked == 0, ledger
     # on disk, used invitations no longer lie in the order they were used
     cast_order = {link.invitation_id: k for k, link in enumerate(links)}
     assert sorted(cast_order[i] for i, _x in used) == list(range(n))
@@ -192,13 +196,30 @@ def test_invitation_order_before_a_mix_follows_casting(app, session, make_round,
     links, _receipts = cast_many(app, round_, issue, 12)
     if session.get_bind().dialect.name == "sqlite":
         with pytest.raises(Exception, match="ctid"):
-            session.execute(text("SELECT ctid FROM invitations"))
+            session.execute(text("SELECT ctid FROM used_invitations"))
         return
     used = session.execute(text(
-        "SELECT id FROM invitations WHERE round_id = :r AND is_used ORDER BY ctid"),
+        "SELECT invitation_id FROM used_invitations WHERE round_id = :r ORDER BY ctid"),
         {"r": round_.id}).scalars().all()
     cast_order = {link.invitation_id: k for k, link in enumerate(links)}
     assert correlation([cast_order[i] for i in used]) > 0.9
+
+
+def test_a_cast_marks_its_invitation_used_in_a_row_of_its_own(app, session, make_round, issue):
+    """A cast writes a used-invitation row beside its ballot and leaves the invitation's own row
+    as it was issued (PostgreSQL: no version of it carries a cast's transaction id), so mixes
+    rewrite those narrow rows only."""
+    round_ = make_round("open")
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
+    links, _receipts = cast_many(app, round_, issue, 5)
+    used = set(session.scalars(select(UsedInvitation.invitation_id).where(
+        UsedInvitation.round_id == round_.id)))
+    assert used == {link.invitation_id for link in links}
+    if session.get_bind().dialect.name == "sqlite":
+        return
+    casts = cast_xids(session, round_)
+    assert len(casts) == 5 and casts <= versions_on_disk(session, "used_invitations")
+    assert not casts & versions_on_disk(session, "invitations")
 
 
 def test_bulletin_lists_receipts_count_seal_and_fingerprint(app, client, session, make_round, issue):
@@ -246,7 +267,7 @@ def test_periodic_mixes_keep_up_with_concurrent_casts(app, session, make_round, 
     assert count == n
     assert count - mixed < every + threads, (count, mixed)
     linked = session.scalar(text(
-        "SELECT count(*) FROM ballots b JOIN invitations i ON i.xmin = b.xmin "
+        "SELECT count(*) FROM ballots b JOIN used_invitations i ON i.xmin = b.xmin "
         "WHERE b.round_id = :r"), {"r": round_.id})
     assert linked == count - mixed  # exactly the ballots cast since the latest mix
 
@@ -270,7 +291,7 @@ def test_a_mix_is_due_after_n_ballots_even_when_the_multiple_was_skipped(app, se
         assert not maybe_mix(session, round_.id, 10, Cast("r", 9, mixed_at=0))
     mixed = session.scalar(text("SELECT mixed_count FROM rounds WHERE id = :r"), {"r": round_.id})
     assert mixed == 13
-    assert session.scalar(text("SELECT count(*) FROM ballots b JOIN invitations i "
+    assert session.scalar(text("SELECT count(*) FROM ballots b JOIN used_invitations i "
                                "ON i.xmin = b.xmin")) == 0
 
 
@@ -328,7 +349,7 @@ def test_the_closing_vacuum_waits_for_older_sessions_so_no_cast_xmin_stays_on_di
     round_ = make_round("open")
     cast_many(app, round_, issue, 6)
     casts = cast_xids(session, round_)
-    assert len(casts) == 6 and casts <= versions_on_disk(session, "invitations")  # the leak is real
+    assert len(casts) == 6 and casts <= versions_on_disk(session, "used_invitations")  # the leak is real
     session.rollback()
     older = OlderSession(app, kind)
     timer = older.finish_later(0.8)
@@ -337,7 +358,7 @@ def test_the_closing_vacuum_waits_for_older_sessions_so_no_cast_xmin_stays_on_di
     waited = time.monotonic() - start
     timer.join()
     assert waited >= 0.7  # the close waited for the older session
-    for table in ("invitations", *BALLOT_TABLES):
+    for table in ("used_invitations", "invitations", *BALLOT_TABLES):
         assert not casts & versions_on_disk(session, table), table
 
 
@@ -351,14 +372,14 @@ def test_the_vacuum_after_an_open_mix_waits_for_older_sessions(app, session, mak
     round_ = make_round("open")
     cast_many(app, round_, issue, 5)
     casts = cast_xids(session, round_)
-    assert casts <= versions_on_disk(session, "invitations")
+    assert casts <= versions_on_disk(session, "used_invitations")
     session.rollback()
     older = OlderSession(app, kind)
     timer = older.finish_later(0.3)
     with app.app_context():
         assert maybe_mix(session, round_.id, 5, Cast("r", 5, mixed_at=0))
     timer.join()
-    assert not casts & versions_on_disk(session, "invitations")
+    assert not casts & versions_on_disk(session, "used_invitations")
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -383,7 +404,7 @@ def test_a_close_does_not_hang_on_a_session_that_outlasts_the_wait(app, session,
     finally:
         older.finish()
     assert round_.status == "closed" and round_.seal_head
-    assert "VACUUM FULL ballots, ratings, item_ratings, invitations" in caplog.text
+    assert "VACUUM FULL ballots, ratings, item_ratings, used_invitations" in caplog.text
 
 
 def _pg_driver(app):
@@ -429,7 +450,7 @@ def test_an_open_rounds_mix_does_not_hold_up_casts(app, session, make_round, iss
         "SELECT (SELECT count(*) FROM ballots WHERE round_id = :r), mixed_count FROM rounds "
         "WHERE id = :r"), {"r": round_.id}).one()
     assert (count, mixed) == (4, 3)
-    linked = session.scalar(text("SELECT count(*) FROM ballots b JOIN invitations i "
+    linked = session.scalar(text("SELECT count(*) FROM ballots b JOIN used_invitations i "
                                  "ON i.xmin = b.xmin WHERE b.round_id = :r"), {"r": round_.id})
     assert linked == count - mixed == 1
 
