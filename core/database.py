@@ -84,12 +84,31 @@ def sqlite_writer(engine: Engine) -> Iterator[None]:
     soon as the writer before them is done. SQLite's own locking still guarantees correctness;
     this only orders the waiting. Hold it around a whole write transaction, commit included.
     """
+    with _queue(engine, ".writers"):
+        yield
+
+
+@contextlib.contextmanager
+def sqlite_checkpointer(engine: Engine) -> Iterator[None]:
+    """Wait for the other checkpointers of this SQLite file in line; a no-op on other databases.
+
+    SQLite runs one checkpoint at a time and refuses a second at once (SQLITE_BUSY) rather than
+    waiting: a checkpoint that copies the log while casts go on, outside the writers' queue,
+    must not make another process's checkpoint fail. Take it before the writers' queue, never
+    inside it.
+    """
+    with _queue(engine, ".checkpoint"):
+        yield
+
+
+@contextlib.contextmanager
+def _queue(engine: Engine, suffix: str) -> Iterator[None]:
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
         yield
         return
     database = os.path.abspath(database)
-    path = database + ".writers"
+    path = database + suffix
     lock = _WRITER_LOCKS.get(path)
     if lock is None:
         with _WRITER_LOCKS_GUARD:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from core.database import sqlite_writer
+from core.database import sqlite_checkpointer, sqlite_writer
 from evaluation.ballot_box import Cast
 
 MIXED_TABLES = (("ballots", "round_id = :r"),
@@ -162,10 +162,13 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
         if engine.dialect.name == "postgresql":
             _vacuum_postgresql(conn, mix_xid, full)
         elif engine.dialect.name == "sqlite":
-            with sqlite_writer(engine):  # casts wait in line rather than in the busy handler
-                if full:
-                    conn.exec_driver_sql("VACUUM")
-                _checkpoint(conn, attempts=20 if full else 1)
+            with sqlite_checkpointer(engine):
+                if not full:  # copy the log into the file while casts go on, then empty it
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                with sqlite_writer(engine):  # casts wait in line, not in the busy handler
+                    if full:
+                        conn.exec_driver_sql("VACUUM")
+                    _checkpoint(conn, attempts=20 if full else 1)
 
 
 def _vacuum_postgresql(conn, mix_xid: int | None, full: bool) -> None:
