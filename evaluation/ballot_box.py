@@ -173,7 +173,9 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
 
 #: PostgreSQL: the shared lock on the round, then the rest of the cast in one statement. The CTEs
 #: mark the invitation used only if it is unused and the round open (exactly one row, or none:
-#: ON CONFLICT waits for a cast or mix in flight on the same invitation, then sees its row), and
+#: ON CONFLICT waits for a cast or mix in flight on the same invitation, then sees its row; the
+#: lock on the invitation waits for a re-issue of its link in flight, then finds the old token
+#: gone, as the foreign key's own check would not), and
 #: insert the ballot and its ratings only if it was; foreign keys are checked at the end of the
 #: statement, when the ballot row exists. The lock must be a statement of its own: a statement's
 #: snapshot is taken before it waits, and would not see a close committed meanwhile.
@@ -187,6 +189,7 @@ WITH used AS (INSERT INTO used_invitations (round_id, invitation_id)
          SELECT round_id, id FROM invitations
          WHERE id = %(i)s AND round_id = %(r)s AND group_id = %(g)s AND token_hash = %(t)s
            AND EXISTS (SELECT 1 FROM rounds WHERE id = %(r)s AND status = 'open')
+         FOR KEY SHARE OF invitations
          ON CONFLICT DO NOTHING RETURNING invitation_id),
 ballot AS (INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)
            SELECT %(b)s, %(r)s, %(g)s, %(receipt)s, %(day)s, %(paper)s, %(valid)s FROM used

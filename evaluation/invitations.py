@@ -200,6 +200,10 @@ def _reissue(session: Session, invitation_id: int, round_id: int, email: str | N
              *conditions, **values) -> IssuedLink | None:
     secret, code = _new_secret(), _new_code()
     token_hash = token_digest(secret)
+    # PostgreSQL: lock the row first (waiting for a cast in flight, which holds it), so that the
+    # update's conditions are read afresh, after that cast: the invitation's use is a row of
+    # another table, which the update's own snapshot would not see. SQLite writes one at a time.
+    session.execute(select(Invitation.id).where(Invitation.id == invitation_id).with_for_update())
     result = session.execute(
         update(Invitation).where(Invitation.id == invitation_id, *conditions)
         .values(token_hash=token_hash, code_hash=code_digest(code, keys.secret_keys[0]), **values)

@@ -5,7 +5,9 @@ On PostgreSQL a cast marks its invitation used (a used_invitations row) in the t
 inserts the ballot, so both rows carry the same xmin, and new rows pile up in the order of
 casting. A mix rewrites the round's used-invitation rows in random order in one transaction,
 after every N ballots while the round is open and with the ballots at close, and a vacuum then
-clears the old versions. The invitations themselves are never written by a cast.
+clears the old versions. A cast writes no version of the invitation's own row: its foreign-key
+check only locks it (FOR KEY SHARE, which stamps the cast's transaction id in the row's xmax),
+and every mix's foreign-key checks lock it again, stamping the mix's over it.
 SQLite needs none of that (no transaction ids in rows, ballots on random keys without rowids):
 there the write-ahead log, which holds pages in commit order, is checkpointed and truncated.
 """
@@ -26,6 +28,10 @@ MIXED_TABLES = (("ballots", "round_id = :r"),
                 ("ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
                 ("item_ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
                 ("used_invitations", "round_id = :r"))
+#: What the closing VACUUM FULL rewrites: the mixed tables, and the invitations, whose rows a
+#: cast's foreign-key check locks (the lock stamps its xmax; the mixes stamp theirs over it) and
+#: whose old versions may still carry casts' xmin from before migration 0006.
+VACUUMED_AT_CLOSE = (*(table for table, _where in MIXED_TABLES), "invitations")
 #: Where mix_round leaves its transaction id for vacuum_after_mix (in the session's info).
 _MIX_XID = "pingyi.mix_xid"
 
@@ -40,9 +46,10 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     inserts the ballot, so on PostgreSQL both carry the same xmin, and the used-invitation rows
     pile up in the order of casting. Rewriting every one of the round's in random order gives
     them all this transaction's xmin and a random place among each other, so no join on xmin or
-    on physical order links a ballot to an invitation. The invitations are left alone: no cast
-    writes them, so they hold nothing to hide, and the narrow rows (one index, one key) cost far
-    less to rewrite. `full` (at close) rewrites the ballot rows too, so that neither their xmin
+    on physical order links a ballot to an invitation. The invitations are not rewritten: a cast
+    writes no version of them (the xmax its foreign-key check stamps on the row, re-inserting
+    the used-invitation rows stamps over), and the narrow rows (one index, one key) cost far
+    less to rewrite than the invitations (four indexes) did. `full` (at close) rewrites the ballot rows too, so that neither their xmin
     nor their order says anything about the order of casting.
     SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
     """
@@ -173,7 +180,7 @@ def vacuum_after_mix(session: Session, full: bool = False) -> None:
 
 def _vacuum_postgresql(conn, mix_xid: int | None, full: bool) -> None:
     log = logging.getLogger("pingyi")
-    tables = ", ".join(table for table, _where in MIXED_TABLES)
+    tables = ", ".join(VACUUMED_AT_CLOSE)
     if mix_xid is not None and not _wait_for_older_snapshots(
             conn, mix_xid, SNAPSHOT_WAIT_CLOSE if full else SNAPSHOT_WAIT_OPEN):
         if full:  # VACUUM FULL would copy those versions into its new files: no use now
@@ -186,7 +193,7 @@ def _vacuum_postgresql(conn, mix_xid: int | None, full: bool) -> None:
     conn.exec_driver_sql(f"SET lock_timeout = '{VACUUM_LOCK_TIMEOUT}'")
     try:
         if full:
-            for table, _where in MIXED_TABLES:
+            for table in VACUUMED_AT_CLOSE:
                 conn.exec_driver_sql(f"VACUUM FULL {table}")
         else:  # casts go on meanwhile; an autovacuum already at work is left to finish the job
             conn.exec_driver_sql("VACUUM (SKIP_LOCKED) used_invitations")

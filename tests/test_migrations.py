@@ -172,3 +172,32 @@ def test_0006_downgrade_puts_the_used_flag_back(empty_database, tmp_path):
         assert [(t[0], bool(u)) for t, u in flags] == [("a", False), ("b", True)]
         db.session.remove()
         db.engine.dispose()
+
+
+def test_0006_leaves_no_cast_xmin_on_the_invitations(empty_database, tmp_path):
+    """PostgreSQL: a ballot cast before the upgrade shares its xmin with its invitation (the old
+    cast updated both); no mix rewrites invitations after 0006, so the upgrade itself does."""
+    from sqlalchemy import text
+
+    if not empty_database.startswith("postgresql"):
+        return  # no transaction ids in SQLite's rows
+    with two_rounds_at_0004(empty_database, tmp_path) as (_config, first, _second):
+        upgrade(revision="0005_invitation_group_of_round")
+        group = first.groups[0].id
+        for k in range(3):
+            old_invitation(first.id, group, str(k))
+        db.session.commit()
+        for k in range(2):  # two casts as the old code made them: one transaction each
+            db.session.execute(text("UPDATE invitations SET is_used = true WHERE token_hash = :t"),
+                               {"t": str(k) * 64})
+            db.session.execute(text(
+                "INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)"
+                " VALUES (:b, :r, :g, :b, :d, false, true)"),
+                {"b": f"ballot{k}", "r": first.id, "g": group, "d": dt.date(2026, 1, 5)})
+            db.session.commit()
+        linked = text("SELECT count(*) FROM ballots b JOIN invitations i ON i.xmin = b.xmin")
+        assert db.session.scalar(linked) == 2  # the link the upgrade must not keep
+        db.session.commit()
+        upgrade()
+        assert db.session.scalar(linked) == 0
+        assert db.session.scalar(text("SELECT count(*) FROM used_invitations")) == 2

@@ -10,7 +10,9 @@ use), and the mixes that keep PostgreSQL's transaction ids from relinking ballot
 invitations rewrite these narrow rows (one index, one foreign key) instead of the invitations
 (four indexes and a foreign key each). A unique (round_id, id) on invitations is what the new
 rows point at. Data is kept: every used invitation gets its row, in random order, and the
-downgrade puts the flag back from the rows.
+downgrade puts the flag back from the rows. On PostgreSQL the used invitations are rewritten in
+random order first, as a mix did (a round open during the upgrade would otherwise keep its
+latest casts' xmin on them); the closing VACUUM FULL clears the old versions.
 """
 import sqlalchemy as sa
 from alembic import op
@@ -23,6 +25,13 @@ depends_on = None
 
 
 def upgrade():
+    if op.get_bind().dialect.name == "postgresql":
+        # A used invitation's row carries the xmin of its cast (or of the latest mix): rewrite
+        # them all in random order in this transaction, as a mix did, since no mix will again.
+        op.execute("CREATE TEMP TABLE used_before_0006 ON COMMIT DROP AS"
+                   " SELECT * FROM invitations WHERE is_used")
+        op.execute("DELETE FROM invitations WHERE is_used")
+        op.execute("INSERT INTO invitations SELECT * FROM used_before_0006 ORDER BY random()")
     with op.batch_alter_table('invitations', schema=None) as batch_op:
         batch_op.create_unique_constraint('uq_invitations_round_id_id', ['round_id', 'id'])
     op.create_table(

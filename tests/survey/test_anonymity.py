@@ -404,7 +404,7 @@ def test_a_close_does_not_hang_on_a_session_that_outlasts_the_wait(app, session,
     finally:
         older.finish()
     assert round_.status == "closed" and round_.seal_head
-    assert "VACUUM FULL ballots, ratings, item_ratings, used_invitations" in caplog.text
+    assert "VACUUM FULL ballots, ratings, item_ratings, used_invitations, invitations" in caplog.text
 
 
 def _pg_driver(app):
@@ -571,3 +571,111 @@ def test_every_mix_empties_sqlites_log_while_voters_cast_side_by_side(app, sessi
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     wal = Path(session.get_bind().url.database + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_a_casts_lock_on_its_invitation_links_nothing_after_the_next_mix(app, session, make_round,
+                                                                        issue):
+    """PostgreSQL: a cast writes no version of its invitation, but its foreign-key check locks
+    the row, stamping the cast's transaction id in xmax; the next mix's checks stamp over it."""
+    from evaluation.ballot_box import Cast
+    from evaluation.mixing import maybe_mix
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
+    round_ = make_round("open")
+    cast_many(app, round_, issue, 5)
+    if session.get_bind().dialect.name == "sqlite":
+        return  # no transaction ids in SQLite's rows
+    sql = text("SELECT count(*) FROM ballots b JOIN invitations i ON i.xmax = b.xmin "
+               "WHERE b.round_id = :r")
+    assert session.scalar(sql, {"r": round_.id}) == 5  # the leak is real
+    session.rollback()
+    with app.app_context():
+        assert maybe_mix(session, round_.id, 5, Cast("r", 5, mixed_at=0))
+    assert session.scalar(sql, {"r": round_.id}) == 0
+
+
+def _cast_in_flight(app, session, round_, invitation):
+    """A PostgreSQL connection that has cast a ballot with this invitation, not yet committed."""
+    from werkzeug.datastructures import MultiDict
+
+    from evaluation.ballot_box import _NewBallot, _PG_CAST, _PG_SHARE_ROUND, _pg_cast_parameters
+    from evaluation.ballot_sheet import build_sheet, parse_ballot
+    parsed = parse_ballot(build_sheet(round_, invitation.group_id), MultiDict(full_ballot(round_)))
+    who = (invitation.id, round_.id, invitation.group_id, invitation.token_hash)
+    session.rollback()
+    conn = _pg_driver(app)
+    conn.execute(_PG_SHARE_ROUND, {"r": round_.id})
+    used = conn.execute(_PG_CAST, _pg_cast_parameters(
+        who, _NewBallot.of(parsed, is_paper=False, is_valid=True))).fetchone()[0]
+    return conn, used
+
+
+def test_a_reminder_waits_for_a_cast_in_flight_and_sends_nothing(app, session, make_round, issue):
+    """PostgreSQL: a link re-issued (a reminder) while its ballot is being cast waits for the
+    cast, then finds the invitation used: no fresh link goes to someone who has just voted."""
+    import datetime as dt
+    import threading
+
+    from sqlalchemy.orm import Session as OrmSession
+
+    from evaluation.invitations import Listed, reissue_to_send
+    round_ = make_round("open")
+    if session.get_bind().dialect.name == "sqlite":
+        return  # one writer at a time: the re-issue's write comes wholly before or after
+    (link,) = issue(round_, "public", 1)
+    invitation = session.get(Invitation, link.invitation_id)
+    listed = Listed(invitation.id, round_.id, "voter@example.org", invitation.token_hash,
+                    invitation.code_hash, invitation.last_sent_on)
+    in_flight, used = _cast_in_flight(app, session, round_, invitation)
+    assert used == 1
+    outcome = []
+
+    def remind():
+        with app.app_context(), OrmSession(db.engine) as mailer:
+            outcome.append(reissue_to_send(mailer, listed, app.extensions["pingyi.keys"],
+                                           dt.date(2026, 11, 28)))
+
+    reminder = threading.Thread(target=remind)
+    reminder.start()
+    reminder.join(timeout=1)
+    waited = reminder.is_alive()
+    in_flight.commit()
+    in_flight.close()
+    reminder.join(timeout=30)
+    assert waited, "the re-issue did not wait for the cast in flight"
+    assert outcome == [None]
+    assert session.scalar(select(Invitation.token_hash).where(
+        Invitation.id == invitation.id)) == invitation.token_hash
+
+
+def test_a_cast_waits_for_a_reissue_in_flight_and_refuses_the_old_link(app, session, make_round,
+                                                                      issue):
+    """PostgreSQL: a ballot cast with a link while that link is being re-issued waits for the
+    re-issue, then is refused: the old link is void, and nothing is stored."""
+    import threading
+
+    round_ = make_round("open")
+    if session.get_bind().dialect.name == "sqlite":
+        return  # one writer at a time: the cast's write comes wholly before or after
+    (link,) = issue(round_, "public", 1)
+    invitation = session.get(Invitation, link.invitation_id)
+    session.rollback()
+    reissue = _pg_driver(app)
+    reissue.execute("UPDATE invitations SET token_hash = %s WHERE id = %s",
+                    ("f" * 64, invitation.id))
+    outcome = []
+    caster = threading.Thread(target=lambda: outcome.append(
+        _cast_in_flight(app, session, round_, invitation)))
+    caster.start()
+    caster.join(timeout=1)
+    waited = caster.is_alive()
+    reissue.commit()
+    reissue.close()
+    caster.join(timeout=30)
+    conn, used = outcome[0]
+    conn.commit()
+    conn.close()
+    assert waited, "the cast did not wait for the re-issue in flight"
+    assert used == 0
+    assert session.scalar(select(db.func.count()).select_from(Ballot).where(
+        Ballot.round_id == round_.id)) == 0
+    assert session.scalar(select(db.func.count()).select_from(UsedInvitation)) == 0
