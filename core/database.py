@@ -31,11 +31,11 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:
     cursor.close()
 
 
-class _WriterLock:
+class _FileQueue:
     """One process's place in the queue: a thread lock, then flock on a file beside the database."""
 
-    def __init__(self, path: str, database: str):
-        self.path, self.database = path, database
+    def __init__(self, path: str, database: str, kind: str):
+        self.path, self.database, self.kind = path, database, kind
         self.thread_lock, self.fd, self.pid = threading.Lock(), None, None
 
     def _open(self) -> int | None:
@@ -52,7 +52,7 @@ class _WriterLock:
                 os.fchown(fd, db_stat.st_uid, db_stat.st_gid)
             return fd
         except OSError as exc:
-            logging.getLogger("pingyi").warning("SQLite writers' queue off: %s", exc)
+            logging.getLogger("pingyi").warning("SQLite %s queue off: %s", self.kind, exc)
             return None
 
     @contextlib.contextmanager
@@ -70,8 +70,8 @@ class _WriterLock:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
-_WRITER_LOCKS: dict[str, _WriterLock] = {}
-_WRITER_LOCKS_GUARD = threading.Lock()
+_QUEUES: dict[str, _FileQueue] = {}
+_QUEUES_GUARD = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -84,7 +84,7 @@ def sqlite_writer(engine: Engine) -> Iterator[None]:
     soon as the writer before them is done. SQLite's own locking still guarantees correctness;
     this only orders the waiting. Hold it around a whole write transaction, commit included.
     """
-    with _queue(engine, ".writers"):
+    with _queue(engine, ".writers", "writers'"):
         yield
 
 
@@ -97,21 +97,21 @@ def sqlite_checkpointer(engine: Engine) -> Iterator[None]:
     must not make another process's checkpoint fail. Take it before the writers' queue, never
     inside it.
     """
-    with _queue(engine, ".checkpoint"):
+    with _queue(engine, ".checkpoint", "checkpoints'"):
         yield
 
 
 @contextlib.contextmanager
-def _queue(engine: Engine, suffix: str) -> Iterator[None]:
+def _queue(engine: Engine, suffix: str, kind: str) -> Iterator[None]:
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
         yield
         return
     database = os.path.abspath(database)
     path = database + suffix
-    lock = _WRITER_LOCKS.get(path)
+    lock = _QUEUES.get(path)
     if lock is None:
-        with _WRITER_LOCKS_GUARD:
-            lock = _WRITER_LOCKS.setdefault(path, _WriterLock(path, database))
+        with _QUEUES_GUARD:
+            lock = _QUEUES.setdefault(path, _FileQueue(path, database, kind))
     with lock.held():
         yield

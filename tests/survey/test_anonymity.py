@@ -466,8 +466,7 @@ def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_roun
     from sqlalchemy.orm import Session as OrmSession
     from werkzeug.datastructures import MultiDict
 
-    from evaluation.ballot_box import (_NewBallot, _PG_CAST, _PG_SHARE_ROUND, CastError,
-                                       _pg_cast_parameters, cast_ballot, receipts)
+    from evaluation.ballot_box import _PG_SHARE_ROUND, CastError, cast_ballot, receipts
     from evaluation.ballot_sheet import build_sheet, parse_ballot
     from evaluation.models import Round
     app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)
@@ -478,14 +477,10 @@ def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_roun
     issue(round_, "public", 2)
     invitation, late = session.execute(select(Invitation).where(
         Invitation.round_id == round_.id, Invitation.is_used.is_(False))).scalars().all()
-    parsed = parse_ballot(build_sheet(round_, invitation.group_id), MultiDict(full_ballot(round_)))
-    new = _NewBallot.of(parsed, is_paper=False, is_valid=True)
-    who = (invitation.id, round_.id, invitation.group_id, invitation.token_hash)
+    parsed = parse_ballot(build_sheet(round_, late.group_id), MultiDict(full_ballot(round_)))
     late_who = (late.id, round_.id, late.group_id, late.token_hash)
-    session.rollback()
-    in_flight = _pg_driver(app)
-    in_flight.execute(_PG_SHARE_ROUND, {"r": round_.id})
-    assert in_flight.execute(_PG_CAST, _pg_cast_parameters(who, new)).fetchone()[0] == 1
+    in_flight, used, receipt = _cast_in_flight(app, session, round_, invitation)
+    assert used == 1
     done = []
 
     def close():
@@ -534,7 +529,7 @@ def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_roun
     sealed = session.execute(select(Round.status, Round.sealed_count).where(
         Round.id == round_.id)).one()
     assert tuple(sealed) == ("closed", 3)
-    assert new.receipt in receipts(session, round_.id)
+    assert receipt in receipts(session, round_.id)
     assert session.scalar(select(db.func.count()).select_from(Invitation).where(
         Invitation.round_id == round_.id, Invitation.is_used.is_(True))) == 3
 
@@ -594,7 +589,8 @@ def test_a_casts_lock_on_its_invitation_links_nothing_after_the_next_mix(app, se
 
 
 def _cast_in_flight(app, session, round_, invitation):
-    """A PostgreSQL connection that has cast a ballot with this invitation, not yet committed."""
+    """A PostgreSQL connection that has cast a ballot with this invitation, not yet committed;
+    (the connection, 1 if the invitation was marked used, the ballot's receipt)."""
     from werkzeug.datastructures import MultiDict
 
     from evaluation.ballot_box import _NewBallot, _PG_CAST, _PG_SHARE_ROUND, _pg_cast_parameters
@@ -604,9 +600,9 @@ def _cast_in_flight(app, session, round_, invitation):
     session.rollback()
     conn = _pg_driver(app)
     conn.execute(_PG_SHARE_ROUND, {"r": round_.id})
-    used = conn.execute(_PG_CAST, _pg_cast_parameters(
-        who, _NewBallot.of(parsed, is_paper=False, is_valid=True))).fetchone()[0]
-    return conn, used
+    new = _NewBallot.of(parsed, is_paper=False, is_valid=True)
+    used = conn.execute(_PG_CAST, _pg_cast_parameters(who, new)).fetchone()[0]
+    return conn, used, new.receipt
 
 
 def test_a_reminder_waits_for_a_cast_in_flight_and_sends_nothing(app, session, make_round, issue):
@@ -625,7 +621,7 @@ def test_a_reminder_waits_for_a_cast_in_flight_and_sends_nothing(app, session, m
     invitation = session.get(Invitation, link.invitation_id)
     listed = Listed(invitation.id, round_.id, "voter@example.org", invitation.token_hash,
                     invitation.code_hash, invitation.last_sent_on)
-    in_flight, used = _cast_in_flight(app, session, round_, invitation)
+    in_flight, used, _receipt = _cast_in_flight(app, session, round_, invitation)
     assert used == 1
     outcome = []
 
@@ -671,7 +667,7 @@ def test_a_cast_waits_for_a_reissue_in_flight_and_refuses_the_old_link(app, sess
     reissue.commit()
     reissue.close()
     caster.join(timeout=30)
-    conn, used = outcome[0]
+    conn, used, _receipt = outcome[0]
     conn.commit()
     conn.close()
     assert waited, "the cast did not wait for the re-issue in flight"
