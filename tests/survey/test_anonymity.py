@@ -605,11 +605,25 @@ def _cast_in_flight(app, session, round_, invitation):
     return conn, used, new.receipt
 
 
+def _waits_for(holder, work) -> bool:
+    """Run `work` in a thread while `holder` (a connection in a transaction) holds its locks;
+    whether the work was still waiting after a second. Then the holder commits and closes, and
+    the work is let finish."""
+    import threading
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=1)
+    waited = thread.is_alive()
+    holder.commit()
+    holder.close()
+    thread.join(timeout=30)
+    return waited
+
+
 def test_a_reminder_waits_for_a_cast_in_flight_and_sends_nothing(app, session, make_round, issue):
     """PostgreSQL: a link re-issued (a reminder) while its ballot is being cast waits for the
     cast, then finds the invitation used: no fresh link goes to someone who has just voted."""
     import datetime as dt
-    import threading
 
     from sqlalchemy.orm import Session as OrmSession
 
@@ -630,14 +644,7 @@ def test_a_reminder_waits_for_a_cast_in_flight_and_sends_nothing(app, session, m
             outcome.append(reissue_to_send(mailer, listed, app.extensions["pingyi.keys"],
                                            dt.date(2026, 11, 28)))
 
-    reminder = threading.Thread(target=remind)
-    reminder.start()
-    reminder.join(timeout=1)
-    waited = reminder.is_alive()
-    in_flight.commit()
-    in_flight.close()
-    reminder.join(timeout=30)
-    assert waited, "the re-issue did not wait for the cast in flight"
+    assert _waits_for(in_flight, remind), "the re-issue did not wait for the cast in flight"
     assert outcome == [None]
     assert session.scalar(select(Invitation.token_hash).where(
         Invitation.id == invitation.id)) == invitation.token_hash
@@ -647,7 +654,6 @@ def test_a_cast_waits_for_a_reissue_in_flight_and_refuses_the_old_link(app, sess
                                                                       issue):
     """PostgreSQL: a ballot cast with a link while that link is being re-issued waits for the
     re-issue, then is refused: the old link is void, and nothing is stored."""
-    import threading
 
     round_ = make_round("open")
     if session.get_bind().dialect.name == "sqlite":
@@ -659,14 +665,8 @@ def test_a_cast_waits_for_a_reissue_in_flight_and_refuses_the_old_link(app, sess
     reissue.execute("UPDATE invitations SET token_hash = %s WHERE id = %s",
                     ("f" * 64, invitation.id))
     outcome = []
-    caster = threading.Thread(target=lambda: outcome.append(
+    waited = _waits_for(reissue, lambda: outcome.append(
         _cast_in_flight(app, session, round_, invitation)))
-    caster.start()
-    caster.join(timeout=1)
-    waited = caster.is_alive()
-    reissue.commit()
-    reissue.close()
-    caster.join(timeout=30)
     conn, used, _receipt = outcome[0]
     conn.commit()
     conn.close()
