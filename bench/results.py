@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from sqlalchemy import select
 from core.config import Config
 from core.extensions import db
 from evaluation.models import Round
+from evaluation.packed_scores import pack, unpack_many
 from evaluation.results import (
     PUBLIC, compute_results, fetch_rows, grade_flags, icc_summary, item_scores, load_arrays,
     rating_rows, round_rules,
@@ -113,22 +113,17 @@ def fill(app, size: tuple[int, int, int]) -> dict[str, float]:
 
 
 def _tables(round_id, ballot_ids, ids, group, grades, items):
-    """Yield (table, columns, rows) batches of ballots, ratings and item ratings."""
+    """Yield (table, columns, rows) batches of ballots and ratings (item scores packed)."""
     today = dt.date(2026, 1, 6)
     yield "ballots", ("id", "round_id", "group_id", "receipt", "cast_on", "is_paper", "is_valid"), [
         (b, round_id, int(ids["k"][group[n]]), secrets.token_hex(6), today, False, True)
         for n, b in enumerate(ballot_ids)]
-    n_c, n_i = items.shape[1:]
-    pids, iids = ids["p"].tolist(), ids["i"].tolist()
-    cells = [(p, i) for p in pids for i in iids]
+    pids = ids["p"].tolist()
     for start in range(0, len(ballot_ids), BALLOTS_PER_BATCH):
         chunk = range(start, min(start + BALLOTS_PER_BATCH, len(ballot_ids)))
-        yield "ratings", ("ballot_id", "participation_id", "grade_id"), [
-            (ballot_ids[b], p, g) for b in chunk
-            for p, g in zip(pids, ids["g"][grades[b]].tolist())]
-        yield "item_ratings", ("ballot_id", "participation_id", "item_id", "value"), [
-            (ballot_ids[b], p, i, v) for b in chunk
-            for (p, i), v in zip(cells, items[b].reshape(n_c * n_i).tolist())]
+        yield "ratings", ("ballot_id", "participation_id", "grade_id", "scores"), [
+            (ballot_ids[b], p, g, pack(scores)) for b in chunk
+            for p, g, scores in zip(pids, ids["g"][grades[b]].tolist(), items[b].tolist())]
 
 
 def _insert_rows(raw, *data) -> None:
@@ -159,7 +154,7 @@ def _copy_rows(raw, *data) -> None:
     conn.commit()
     with conn.cursor() as cursor:
         cursor.execute("RESET session_replication_role")
-        cursor.execute("ANALYZE ballots, ratings, item_ratings")
+        cursor.execute("ANALYZE ballots, ratings")
 
 
 # --- the timings ------------------------------------------------------------------------------
@@ -175,12 +170,16 @@ def timed(func, *args, repeat: int = 1):
     return best, result
 
 
-def plain_fetch(round_id: int) -> np.ndarray:
-    """(a) The rating query, plain tuples off the DBAPI cursor, into one (N, 4) int64 array."""
-    chunks = [np.fromiter(chain.from_iterable(rows), np.int64, 4 * len(rows)).reshape(-1, 4)
-              for rows in fetch_rows(db.session, rating_rows(round_id))]
+def plain_fetch(round_id: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a) The rating query, plain tuples off the DBAPI cursor, into an (N, 3) int64 array of
+    (ballot, cadre, grade) and an (N, n_items) array of the item scores unpacked."""
+    keys, scores = [], []
+    for rows in fetch_rows(db.session, rating_rows(round_id)):
+        *columns, packed = zip(*rows)
+        keys.append(np.array(columns, dtype=np.int64).T)
+        scores.append(unpack_many(packed, n_items))
     db.session.rollback()
-    return np.concatenate(chunks)
+    return np.concatenate(keys), np.concatenate(scores)
 
 
 def whole_results(round_id: int) -> dict:
@@ -275,7 +274,10 @@ def step_measure(url: str, label: str) -> None:
 def measure(round_id: int, label: str) -> None:
     """The timings (a)-(d) of one filled database, printed."""
     t = {}
-    t["a"], rows = timed(plain_fetch, round_id, repeat=3)
+    round_ = db.session.get(Round, round_id)
+    n_items = len(round_.items)
+    db.session.rollback()
+    t["a"], (rows, _scores) = timed(plain_fetch, round_id, n_items, repeat=3)
     t["b"], _ = timed(whole_results, round_id, repeat=3)
     round_ = db.session.get(Round, round_id)
     arrays = load_arrays(db.session, round_)

@@ -26,7 +26,8 @@ from core.database import sqlite_writer
 from evaluation.ballot_sheet import ParsedBallot
 from evaluation.errors import PingyiError
 from evaluation.invitations import CODE_ALPHABET
-from evaluation.models import Ballot, Grade, Invitation, Item, ItemRating, Participation, Rating, Round
+from evaluation.models import Ballot, Grade, Invitation, Item, Participation, Rating, Round
+from evaluation.packed_scores import pack, unpack
 
 RECEIPT_LENGTH = 12
 
@@ -69,17 +70,14 @@ class _NewBallot:
     day: dt.date
     is_paper: bool
     is_valid: bool
-    #: (participation id, grade id or None, comment or None)
-    ratings: list[tuple[int, int | None, str | None]]
-    #: (participation id, item id, value)
-    items: list[tuple[int, int, int]]
+    #: (participation id, grade id or None, comment or None, packed item scores)
+    ratings: list[tuple[int, int | None, str | None, bytes]]
 
     @classmethod
     def of(cls, parsed: ParsedBallot, is_paper: bool, is_valid: bool) -> "_NewBallot":
         return cls(secrets.token_hex(16), new_receipt(), today(), is_paper, is_valid,
-                   [(pid, grade_id, comment) for pid, grade_id, comment, _items in parsed.answers],
-                   [(pid, item_id, value) for pid, _g, _c, its in parsed.answers
-                    for item_id, value in its])
+                   [(pid, grade_id, comment, pack(scores))
+                    for pid, grade_id, comment, scores in parsed.answers])
 
 
 def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: int,
@@ -132,10 +130,8 @@ _SQLITE_MARK_USED = (
     " ON CONFLICT DO NOTHING")
 _SQLITE_INSERT_BALLOT = ("INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper,"
                          " is_valid) VALUES (?, ?, ?, ?, ?, ?, ?)")
-_SQLITE_INSERT_RATING = ("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment)"
-                         " VALUES (?, ?, ?, ?)")
-_SQLITE_INSERT_ITEM = ("INSERT INTO item_ratings (ballot_id, participation_id, item_id, value)"
-                       " VALUES (?, ?, ?, ?)")
+_SQLITE_INSERT_RATING = ("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment,"
+                         " scores) VALUES (?, ?, ?, ?, ?)")
 _SQLITE_COUNT = "SELECT count(*) FROM ballots WHERE round_id = ?"
 
 
@@ -165,7 +161,6 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
                                                new.day.isoformat(), int(new.is_paper),
                                                int(new.is_valid)))
         cursor.executemany(_SQLITE_INSERT_RATING, [(new.id, *row) for row in new.ratings])
-        cursor.executemany(_SQLITE_INSERT_ITEM, [(new.id, *row) for row in new.items])
         return cursor.execute(_SQLITE_COUNT, (round_id,)).fetchone()[0]
     finally:
         cursor.close()
@@ -194,14 +189,10 @@ WITH used AS (INSERT INTO used_invitations (round_id, invitation_id)
 ballot AS (INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)
            SELECT %(b)s, %(r)s, %(g)s, %(receipt)s, %(day)s, %(paper)s, %(valid)s FROM used
            RETURNING id),
-graded AS (INSERT INTO ratings (ballot_id, participation_id, grade_id, comment)
-           SELECT ballot.id, t.p, t.gr, t.c FROM ballot,
-                  unnest(CAST(%(p)s AS integer[]), CAST(%(gr)s AS integer[]), CAST(%(c)s AS text[]))
-                  AS t(p, gr, c)),
-scored AS (INSERT INTO item_ratings (ballot_id, participation_id, item_id, value)
-           SELECT ballot.id, t.p, t.i, t.v FROM ballot,
-                  unnest(CAST(%(ip)s AS integer[]), CAST(%(ii)s AS integer[]),
-                         CAST(%(iv)s AS integer[])) AS t(p, i, v))
+graded AS (INSERT INTO ratings (ballot_id, participation_id, grade_id, comment, scores)
+           SELECT ballot.id, t.p, t.gr, t.c, t.s FROM ballot,
+                  unnest(CAST(%(p)s AS integer[]), CAST(%(gr)s AS integer[]), CAST(%(c)s AS text[]),
+                         CAST(%(s)s AS bytea[])) AS t(p, gr, c, s))
 SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id = %(r)s),
        (SELECT mixed_count FROM rounds WHERE id = %(r)s)
 """
@@ -229,7 +220,7 @@ def _pg_cast_parameters(who: tuple[int, int, int, str], new: _NewBallot) -> dict
     invitation_id, round_id, group_id, token_hash = who
     return {"i": invitation_id, "r": round_id, "g": group_id, "t": token_hash, "b": new.id,
             "receipt": new.receipt, "day": new.day, "paper": new.is_paper, "valid": new.is_valid,
-            **_columns(new.ratings, "p", "gr", "c"), **_columns(new.items, "ip", "ii", "iv")}
+            **_columns(new.ratings, "p", "gr", "c", "s")}
 
 
 def _columns(rows: list[tuple], *names: str) -> dict[str, list]:
@@ -264,37 +255,25 @@ def _by_receipt(session: Session):
 def _ballot_documents(session: Session, round_id: int) -> Iterator[tuple[str, str]]:
     """(receipt, canonical JSON of the ballot's content) for every ballot, in receipt order.
 
-    Two ordered, streamed queries (ratings; item ratings) are walked side by side, so memory
-    holds one ballot at a time however large the round.
+    One ordered, streamed query, so memory holds one ballot at a time however large the round.
+    A ballot's item scores are named by item key, blank ones left out.
     """
-    order = _by_receipt(session)
+    item_keys = session.scalars(select(Item.key).where(Item.round_id == round_id)
+                                .order_by(Item.position)).all()
     ratings = session.execute(
         select(Ballot.receipt, Ballot.is_valid, Ballot.is_paper, Participation.position,
-               func.coalesce(Grade.key, "dont_know"), Rating.comment)
+               func.coalesce(Grade.key, "dont_know"), Rating.comment, Rating.scores)
         .join(Rating, Rating.ballot_id == Ballot.id)
         .join(Participation, Participation.id == Rating.participation_id)
         .outerjoin(Grade, Grade.id == Rating.grade_id)
-        .where(Ballot.round_id == round_id).order_by(order, Participation.position)
+        .where(Ballot.round_id == round_id).order_by(_by_receipt(session), Participation.position)
         .execution_options(yield_per=5000))
-    items = session.execute(
-        select(Ballot.receipt, Participation.position, Item.key, ItemRating.value)
-        .join(ItemRating, ItemRating.ballot_id == Ballot.id)
-        .join(Participation, Participation.id == ItemRating.participation_id)
-        .join(Item, Item.id == ItemRating.item_id)
-        .where(Ballot.round_id == round_id).order_by(order, Participation.position)
-        .execution_options(yield_per=5000))
-    item_groups = itertools.groupby(items, key=lambda row: row[0])
-    pending = next(item_groups, None)
     for receipt, rows in itertools.groupby(ratings, key=lambda row: row[0]):
-        by_position: dict[int, dict] = {}
-        if pending is not None and pending[0] == receipt:
-            for _r, position, item_key, value in pending[1]:
-                by_position.setdefault(position, {})[item_key] = value
-            pending = next(item_groups, None)
         doc = {"ratings": {}}
-        for _r, is_valid, is_paper, position, grade, comment in rows:
+        for _r, is_valid, is_paper, position, grade, comment, scores in rows:
             doc["valid"], doc["paper"] = is_valid, is_paper
-            doc["ratings"][str(position)] = [grade, comment or "", by_position.get(position, {})]
+            given = {key: value for key, value in zip(item_keys, unpack(scores)) if value is not None}
+            doc["ratings"][str(position)] = [grade, comment or "", given]
         yield receipt, json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -79,8 +79,9 @@ class ParsedBallot:
 
     values: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-    #: (participation_id, grade_id or None for don't know, comment, [(item_id, value)])
-    answers: list[tuple[int, int | None, str | None, list[tuple[int, int]]]] = field(default_factory=list)
+    #: (participation_id, grade_id or None for don't know, comment, the item scores in the
+    #: sheet's order with None for a blank one)
+    answers: list[tuple[int, int | None, str | None, list[int | None]]] = field(default_factory=list)
     #: Reasons the ballot would be invalid under the round's validity rule.
     suspicious: list[str] = field(default_factory=list)
 
@@ -159,21 +160,18 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
 
 
 def _parse_items(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot,
-                 blank: str | None) -> list[tuple[int, int]]:
-    """The cadre's (item id, value) scores; a value off the scale is marked, and a blank one
-    with the error `blank` (None: blanks are allowed and skipped)."""
-    items = []
+                 blank: str | None) -> list[int | None]:
+    """The cadre's item scores in the sheet's order; a value off the scale is marked, and a
+    blank one with the error `blank` (None: blanks are allowed, and give None)."""
+    scores = []
     for item in sheet.items:
         name = f"item-{cadre.key}-{item.key}"
         value = parsed.values.get(name, "")
-        if value == "" and blank is None:
-            continue
         number = sheet.numerals.get(value)
-        if number is None:
+        if number is None and (value != "" or blank is not None):
             parsed.errors.setdefault(name, blank if value == "" else "not one of the choices")
-        else:
-            items.append((item.id, number))
-    return items
+        scores.append(number)
+    return scores
 
 
 def _check_quota(sheet: Sheet, parsed: ParsedBallot) -> None:

@@ -26,7 +26,6 @@ from evaluation.ballot_box import Cast
 
 MIXED_TABLES = (("ballots", "round_id = :r"),
                 ("ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
-                ("item_ratings", "ballot_id IN (SELECT id FROM ballots WHERE round_id = :r)"),
                 ("used_invitations", "round_id = :r"))
 #: What the closing VACUUM FULL rewrites: the mixed tables, and the invitations, whose rows a
 #: cast's foreign-key check locks (the lock stamps its xmax; the mixes stamp theirs over it) and
@@ -65,7 +64,7 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     for table, where in MIXED_TABLES:
         session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
-    # ratings and item ratings go with their ballots (ON DELETE CASCADE)
+    # ratings go with their ballots (ON DELETE CASCADE)
     session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
     session.execute(text("DELETE FROM used_invitations WHERE round_id = :r"), {"r": round_id})
     for table, _where in MIXED_TABLES:

@@ -8,14 +8,14 @@ rater group of fewer than min_group_size ballots on its own is left out and name
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
-from sqlalchemy import Integer, case, func, literal, select, union_all
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from evaluation.errors import ResultsNotReadyError
-from evaluation.models import Ballot, Invitation, ItemRating, Rating, Round
+from evaluation.models import Ballot, Invitation, Rating, Round
+from evaluation.packed_scores import unpack_many
 from evaluation.results_export import cadre_entry, document_shape, label_of, round_entry
 from evaluation.rounds import get_round, is_closing
 from stats import (
@@ -77,18 +77,12 @@ def _valid_ballots(round_id: int):
 
 
 def rating_rows(round_id: int):
-    """The one query of a round's ratings: (ballot index, participation id, item id, value).
-
-    Grade rows carry item id -1 and the grade id as value (-1 for "don't know"); item rows the
-    item id and the rating. Every column is an integer, so rows turn into arrays with fromiter.
-    """
+    """The one query of a round's ratings: (ballot index, participation id, grade id or -1 for
+    "don't know", packed item scores)."""
     b = _valid_ballots(round_id)
-    grades = (select(b.c.idx, Rating.participation_id, literal(-1, Integer),
-                     func.coalesce(Rating.grade_id, -1))
-              .select_from(b).join(Rating, Rating.ballot_id == b.c.id))
-    items = (select(b.c.idx, ItemRating.participation_id, ItemRating.item_id, ItemRating.value)
-             .select_from(b).join(ItemRating, ItemRating.ballot_id == b.c.id))
-    return union_all(grades, items)
+    return (select(b.c.idx, Rating.participation_id, func.coalesce(Rating.grade_id, -1),
+                   Rating.scores)
+            .select_from(b).join(Rating, Rating.ballot_id == b.c.id))
 
 
 def _lookup(ids: list[int], values=None) -> np.ndarray:
@@ -110,13 +104,13 @@ def load_arrays(session: Session, round_: Round) -> RoundArrays:
         ballot_group=group_of[np.array([g for g, _ in ballots], dtype=np.int64).reshape(-1)],
         receipts=[r for _, r in ballots])
     cadre_of = _lookup([p.id for p in round_.participations])
-    item_of = _lookup([i.id for i in round_.items])
     grade_ids = [g.id for g in round_.grades]
     # Grade ids shift by one so that -1 ("don't know") lands on slot 0.
     grade_of = _lookup([0] + [i + 1 for i in grade_ids], [DONT_KNOW, *range(len(grade_ids))])
     for part in fetch_rows(session, rating_rows(round_.id)):
-        rows = np.fromiter(chain.from_iterable(part), np.int64, 4 * len(part)).reshape(-1, 4)
-        _scatter(arrays, rows, cadre_of, item_of, grade_of)
+        ballot, participation, grade, scores = zip(*part)
+        rows = np.array([ballot, participation, grade], dtype=np.int64)
+        _scatter(arrays, rows, unpack_many(scores, n_i), cadre_of, grade_of)
     return arrays
 
 
@@ -141,15 +135,15 @@ def fetch_rows(session: Session, stmt):
         cursor.close()
 
 
-def _scatter(arrays: RoundArrays, rows, cadre_of, item_of, grade_of) -> None:
-    """Write rows (k, 4) of (ballot, participation id, item id, value) into the dense arrays."""
-    ballot, cadre = rows[:, 0], cadre_of[np.minimum(rows[:, 1], cadre_of.size - 1)]
-    is_grade = rows[:, 2] < 0
-    g = is_grade & (cadre >= 0)
-    arrays.grade_idx[ballot[g], cadre[g]] = grade_of[np.minimum(rows[g, 3] + 1, grade_of.size - 1)]
-    item = item_of[np.minimum(np.maximum(rows[:, 2], 0), item_of.size - 1)]
-    k = ~is_grade & (cadre >= 0) & (item >= 0)
-    arrays.items[ballot[k], cadre[k], item[k]] = rows[k, 3]
+def _scatter(arrays: RoundArrays, rows: np.ndarray, scores: np.ndarray, cadre_of,
+             grade_of) -> None:
+    """Write k ratings into the dense arrays: rows (3, k) of (ballot, participation id, grade id
+    or -1) and their item scores (k, n_i)."""
+    ballot, cadre = rows[0], cadre_of[np.minimum(rows[1], cadre_of.size - 1)]
+    known = cadre >= 0
+    ballot, cadre = ballot[known], cadre[known]
+    arrays.grade_idx[ballot, cadre] = grade_of[np.minimum(rows[2, known] + 1, grade_of.size - 1)]
+    arrays.items[ballot, cadre] = scores[known]
 
 
 # --- computing --------------------------------------------------------------------------------

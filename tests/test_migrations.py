@@ -65,7 +65,7 @@ def test_sqlite_ballot_tables_have_no_rowid(tmp_path):
         with db.engine.connect() as conn:
             sql = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type='table'").all())
         db.engine.dispose()
-    for table in ("ballots", "ratings", "item_ratings"):
+    for table in ("ballots", "ratings", "used_invitations"):
         assert sql[table].rstrip().endswith("WITHOUT ROWID"), table
 
 
@@ -201,3 +201,56 @@ def test_0006_leaves_no_cast_xmin_on_the_invitations(empty_database, tmp_path):
         upgrade()
         assert db.session.scalar(linked) == 0
         assert db.session.scalar(text("SELECT count(*) FROM used_invitations")) == 2
+
+
+def test_0007_packs_item_scores_into_their_ratings_and_the_downgrade_unpacks_them(
+        empty_database, tmp_path):
+    """Scores given before the upgrade come out of the packed column in questionnaire order,
+    blanks blank; the seal's document of the ballot is what it was; the downgrade gives back
+    the very rows."""
+    from sqlalchemy import text
+
+    from evaluation.ballot_box import _ballot_documents
+    from evaluation.packed_scores import unpack
+    from evaluation.rounds import create_round
+    from evaluation.specs import load_spec
+    from tests.conftest import EXAMPLE
+
+    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
+    with create_app(config).app_context():
+        upgrade(revision="0006_used_invitations")
+        round_ = create_round(db.session, load_spec(EXAMPLE.read_bytes()), "test")
+        items = {i.key: i.id for i in round_.items}  # politics, ability, diligence, results, integrity
+        c01, c02, c03 = (p.id for p in round_.participations[:3])
+        competent = next(g.id for g in round_.grades if g.key == "competent")
+        db.session.execute(text(
+            "INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)"
+            " VALUES ('b1', :r, :g, 'AAAA-BBBB-CCCC', :d, false, true)"),
+            {"r": round_.id, "g": round_.groups[0].id, "d": dt.date(2026, 1, 5)})
+        db.session.execute(text("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment)"
+                                " VALUES ('b1', :p, :g, :c)"),
+                           [{"p": c01, "g": competent, "c": "好"}, {"p": c02, "g": None, "c": None},
+                            {"p": c03, "g": None, "c": None}])
+        given = [(c01, "integrity", 10), (c01, "politics", 3), (c01, "results", 6),
+                 (c01, "diligence", 5), (c03, "ability", 0)]
+        db.session.execute(text("INSERT INTO item_ratings (ballot_id, participation_id, item_id,"
+                                " value) VALUES ('b1', :p, :i, :v)"),
+                           [{"p": p, "i": items[key], "v": v} for p, key, v in given])
+        db.session.commit()
+        upgrade()
+        scores = dict(db.session.execute(text(
+            "SELECT participation_id, scores FROM ratings")).all())
+        assert unpack(scores[c01]) == [3, None, 5, 6, 10]
+        assert unpack(scores[c02]) == [None] * 5
+        assert unpack(scores[c03]) == [None, 0, None, None, None]
+        assert list(_ballot_documents(db.session, round_.id)) == [(
+            "AAAA-BBBB-CCCC",
+            '{"paper":false,"ratings":{"0":["competent","好",{"diligence":5,"integrity":10,'
+            '"politics":3,"results":6}],"1":["dont_know","",{}],"2":["dont_know","",'
+            '{"ability":0}]},"valid":true}')]
+        db.session.remove()
+        downgrade(revision="0006_used_invitations")
+        back = db.session.execute(text("SELECT participation_id, item_id, value FROM item_ratings"))
+        assert sorted(back.all()) == sorted((p, items[key], v) for p, key, v in given)
+        db.session.remove()
+        db.engine.dispose()

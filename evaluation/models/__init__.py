@@ -2,7 +2,7 @@
 
 from evaluation.models.accounts import ROLES, User
 from evaluation.models.audit import AuditEntry
-from evaluation.models.ballots import Ballot, Invitation, ItemRating, Rating, UsedInvitation
+from evaluation.models.ballots import Ballot, Invitation, Rating, UsedInvitation
 from evaluation.models.people import Cadre, Participation
 from evaluation.models.rounds import (
     ROUND_STATUSES, TRIM_METHODS, VALIDITY_MODES, Dimension, Grade, GroupTarget, Item,
@@ -11,6 +11,6 @@ from evaluation.models.rounds import (
 
 __all__ = [
     "ROLES", "ROUND_STATUSES", "TRIM_METHODS", "VALIDITY_MODES", "AuditEntry", "Ballot", "Cadre",
-    "Dimension", "Grade", "GroupTarget", "Invitation", "Item", "ItemRating", "Participation",
+    "Dimension", "Grade", "GroupTarget", "Invitation", "Item", "Participation",
     "RaterGroup", "Rating", "Round", "UsedInvitation", "User",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (
-    CheckConstraint, Date, ForeignKey, ForeignKeyConstraint, String, Text, UniqueConstraint,
+    Date, ForeignKey, ForeignKeyConstraint, LargeBinary, String, Text, UniqueConstraint,
     exists, true as sa_true,
 )
 from sqlalchemy.orm import Mapped, column_property, mapped_column
@@ -96,7 +96,8 @@ class Ballot(db.Model):
 
 
 class Rating(db.Model):
-    """The overall grade a ballot gives one cadre; a null grade means "don't know"."""
+    """What a ballot gives one cadre: the overall grade (null: "don't know"), the item scores
+    and the comment."""
 
     __tablename__ = "ratings"
     __table_args__ = ({"sqlite_with_rowid": False},)
@@ -107,24 +108,5 @@ class Rating(db.Model):
         ForeignKey("participations.id", ondelete="CASCADE"), primary_key=True, index=True)
     grade_id: Mapped[int | None] = mapped_column(ForeignKey("grades.id"))
     comment: Mapped[str | None] = mapped_column(Text)
-
-
-class ItemRating(db.Model):
-    """One item score a ballot gives one cadre: it belongs to that cadre's rating on the ballot.
-
-    One composite foreign key to the rating (rather than one to the ballot and one to the
-    participation) says more and costs PostgreSQL one check per score fewer when a ballot is cast.
-    """
-
-    __tablename__ = "item_ratings"
-    __table_args__ = (
-        CheckConstraint("value >= 0", name="value"),
-        ForeignKeyConstraint(["ballot_id", "participation_id"],
-                             ["ratings.ballot_id", "ratings.participation_id"], ondelete="CASCADE"),
-        {"sqlite_with_rowid": False},
-    )
-
-    ballot_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    participation_id: Mapped[int] = mapped_column(primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
-    value: Mapped[int]
+    #: Every item's score, packed in questionnaire order: see evaluation.packed_scores.
+    scores: Mapped[bytes] = mapped_column(LargeBinary)

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from openpyxl import load_workbook
 
-from evaluation.models import Ballot, Invitation, ItemRating, Rating
+from evaluation.models import Ballot, Invitation, Rating
+from evaluation.packed_scores import pack
 from evaluation.results import ResultsNotReadyError, compute_results, icc_summary
 from evaluation.results_export import neutralise
 from evaluation.rounds import transition_round
@@ -109,31 +110,26 @@ def _insert_ballots(session, round_) -> dict[str, str]:
     grades = {g.key: g for g in round_.grades}
     noise = np.random.default_rng(2026).integers(-1, 2, size=(len(BALLOTS), 12, 5))
     noise[15] = noise[16] = noise[14]  # the cluster is identical, items included
-    receipts, rows, scores = {}, [], []
+    receipts, rows = {}, []
     for b, (name, group, letters, shift) in enumerate(BALLOTS):
         ballot = _ballot(round_, groups[group])
         receipts[name] = ballot.receipt
         rows.append(ballot)
         for c, (letter, p) in enumerate(zip(letters, round_.participations)):
             grade = None if letter == "?" else grades[GRADE_KEYS[letter]].id
-            rows.append(Rating(ballot_id=ballot.id, participation_id=p.id, grade_id=grade))
-            if letter == "?":
-                continue
-            for i, item in enumerate(round_.items):
-                value = 7 if shift is None else ITEM_BASE[letter] + shift + int(noise[b, c, i])
-                scores.append(ItemRating(ballot_id=ballot.id, participation_id=p.id,
-                                         item_id=item.id, value=min(10, max(1, value))))
+            values = [None if letter == "?" else min(10, max(1, (
+                7 if shift is None else ITEM_BASE[letter] + shift + int(noise[b, c, i]))))
+                for i in range(len(round_.items))]
+            rows.append(Rating(ballot_id=ballot.id, participation_id=p.id, grade_id=grade,
+                               scores=pack(values)))
     invalid = _ballot(round_, groups["peer"], is_valid=False)  # all Incompetent, never counted
     rows.append(invalid)
-    rows += [Rating(ballot_id=invalid.id, participation_id=p.id, grade_id=grades["incompetent"].id)
-             for p in round_.participations]
+    rows += [_rating(round_, invalid, p, grades["incompetent"].id) for p in round_.participations]
     rows += [Invitation(round_id=round_.id, group_id=groups[key].id,
                         token_hash=secrets.token_hex(32), code_hash=secrets.token_hex(32),
                         issued_on=dt.date(2026, 1, 5))
              for key, n in INVITED.items() for _ in range(n)]
     session.add_all(rows)
-    session.flush()  # an item score hangs on its rating: the ratings go in first
-    session.add_all(scores)
     session.commit()
     return receipts
 
@@ -142,6 +138,12 @@ def _ballot(round_, group, is_valid=True) -> Ballot:
     return Ballot(id=secrets.token_hex(16), round_id=round_.id, group_id=group.id,
                   receipt=secrets.token_hex(5).upper(), cast_on=dt.date(2026, 1, 6),
                   is_valid=is_valid)
+
+
+def _rating(round_, ballot, participation, grade_id, comment=None, item_value=None) -> Rating:
+    """A rating with every item scored item_value (None: every item blank)."""
+    return Rating(ballot_id=ballot.id, participation_id=participation.id, grade_id=grade_id,
+                  comment=comment, scores=pack([item_value] * len(round_.items)))
 
 
 @pytest.fixture
@@ -479,11 +481,8 @@ def test_identical_ballots_give_results_without_reliability_figures(session, mak
     competent = next(g for g in round_.grades if g.key == "competent")
     ballots = [_ballot(round_, groups["peer"]) for _ in range(5)]
     session.add_all(ballots)
-    session.add_all([Rating(ballot_id=b.id, participation_id=p.id, grade_id=competent.id)
+    session.add_all([_rating(round_, b, p, competent.id, item_value=8)
                      for b in ballots for p in round_.participations])
-    session.flush()
-    session.add_all([ItemRating(ballot_id=b.id, participation_id=p.id, item_id=i.id, value=8)
-                     for b in ballots for p in round_.participations for i in round_.items])
     session.commit()
     transition_round(session, round_, "close", "test")
     doc = compute_results(session, round_.id)
@@ -525,14 +524,11 @@ def commented(session, make_round):
     for k, (grade, text) in enumerate([("incompetent", "too slow"), ("competent", "=SUM(A1)"),
                                        (None, "new here"), ("excellent", "great <b>work</b>")]):
         ballot = _ballot(round_, peer)
-        rows += [ballot, Rating(ballot_id=ballot.id, participation_id=c01.id,
-                                grade_id=grades.get(grade), comment=text)]
+        rows += [ballot, _rating(round_, ballot, c01, grades.get(grade), text)]
         if k < 2:
-            rows.append(Rating(ballot_id=ballot.id, participation_id=c02.id,
-                               grade_id=grades["basic"], comment=f"small {k}"))
+            rows.append(_rating(round_, ballot, c02, grades["basic"], f"small {k}"))
     invalid = _ballot(round_, peer, is_valid=False)
-    rows += [invalid, Rating(ballot_id=invalid.id, participation_id=c01.id,
-                             grade_id=grades["incompetent"], comment="not counted")]
+    rows += [invalid, _rating(round_, invalid, c01, grades["incompetent"], "not counted")]
     session.add_all(rows)
     session.commit()
     transition_round(session, round_, "close", "test")

@@ -15,7 +15,7 @@ from evaluation.models import Ballot, Invitation, UsedInvitation
 from evaluation.rounds import transition_round
 from tests.survey.conftest import RECEIPT_RE, full_ballot, link_path
 
-BALLOT_TABLES = ("ballots", "ratings", "item_ratings")
+BALLOT_TABLES = ("ballots", "ratings")
 #: Who may vote, and who has: the other side, never joined to the ballots.
 LEDGER_TABLES = ("invitations", "used_invitations")
 
@@ -404,7 +404,7 @@ def test_a_close_does_not_hang_on_a_session_that_outlasts_the_wait(app, session,
     finally:
         older.finish()
     assert round_.status == "closed" and round_.seal_head
-    assert "VACUUM FULL ballots, ratings, item_ratings, used_invitations, invitations" in caplog.text
+    assert "VACUUM FULL ballots, ratings, used_invitations, invitations" in caplog.text
 
 
 def _pg_driver(app):

@@ -9,7 +9,8 @@ from sqlalchemy import select, update
 from core.signing import LinkSigner
 from evaluation.ballot_box import seal_chain
 from evaluation.invitations import CODE_ALPHABET, Keys, normalise_code
-from evaluation.models import Ballot, ItemRating
+from evaluation.models import Ballot, Rating
+from evaluation.packed_scores import pack, unpack
 from evaluation.rounds import transition_round
 from tests.conftest import csrf_token
 from tests.survey.conftest import full_ballot, link_path
@@ -173,8 +174,12 @@ def test_verify_holds_after_close_and_catches_tampering(app, runner, client, pos
     result = runner.invoke(args=["verify", str(round_.id)])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"seal holds: 3 ballots, head {round_.seal_head}")
-    session.execute(update(ItemRating).where(ItemRating.ballot_id == session.scalar(
-        select(Ballot.id).limit(1))).values(value=10))
+    rating = session.execute(select(Rating.ballot_id, Rating.participation_id, Rating.scores)
+                             .limit(1)).one()
+    changed = pack([10] + unpack(rating.scores)[1:])  # one item score of one ballot: 7 -> 10
+    session.execute(update(Rating).where(Rating.ballot_id == rating.ballot_id,
+                                         Rating.participation_id == rating.participation_id)
+                    .values(scores=changed))
     session.commit()
     result = runner.invoke(args=["verify", str(round_.id)])
     assert result.exit_code == 1 and "seal BROKEN" in result.stderr

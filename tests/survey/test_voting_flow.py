@@ -3,14 +3,16 @@
 import pytest
 from sqlalchemy import func, select
 
-from evaluation.models import Ballot, Invitation, ItemRating, Rating
+from evaluation.models import Ballot, Invitation, Rating
+from evaluation.packed_scores import unpack
 from tests.survey.conftest import RECEIPT_RE, full_ballot, link_path
 
 
 def counts(session):
     return (session.scalar(select(func.count()).select_from(Ballot)),
             session.scalar(select(func.count()).select_from(Rating)),
-            session.scalar(select(func.count()).select_from(ItemRating)),
+            sum(v is not None for scores in session.scalars(select(Rating.scores))
+                for v in unpack(scores)),
             session.scalar(select(func.count()).select_from(Invitation).where(Invitation.is_used)))
 
 
@@ -36,6 +38,26 @@ def test_link_is_swapped_for_a_session_and_leads_to_a_receipt(client, post, sess
     ballot = session.scalar(select(Ballot))
     assert ballot.receipt == receipt
     assert counts(session) == (1, 12, 60, 1)
+
+
+def test_item_scores_are_stored_in_questionnaire_order_and_blanks_stay_blank(
+        client, post, session, make_round, issue):
+    round_ = make_round("open")
+    client.get(link_path(issue(round_)[0]))
+    data = full_ballot(round_)
+    c01, c02 = round_.participations[:2]
+    keys = [item.key for item in round_.items]  # in questionnaire order
+    for k, key in enumerate(reversed(keys)):  # posted in the reverse order
+        data[f"item-c01-{key}"] = str(10 - k)
+    data["grade-c02"] = "dont_know"
+    for key in keys:
+        data[f"item-c02-{key}"] = ""
+    data[f"item-c02-{keys[1]}"] = "4"
+    assert post("/ballot", data).status_code == 302
+    stored = dict(session.execute(select(Rating.participation_id, Rating.scores)).all())
+    assert unpack(stored[c01.id]) == [10 - len(keys) + 1 + k for k in range(len(keys))]
+    assert unpack(stored[c02.id]) == [None, 4] + [None] * (len(keys) - 2)
+    assert unpack(stored[round_.participations[2].id]) == [7] * len(keys)
 
 
 def test_used_link_gives_409_when_opened_and_when_posted(client, post, session, make_round, issue, app):
