@@ -21,7 +21,10 @@ DTYPE = np.dtype(">u2")
 
 
 def pack(values: Sequence[int | None]) -> bytes:
-    """The packed form of one rating's scores (None: no score)."""
+    """The packed form of one rating's scores (None: no score); ValueError for a score that
+    does not fit (MISSING itself would read back as a blank)."""
+    if any(v is not None and not 0 <= v < MISSING for v in values):
+        raise ValueError(f"an item score must be from 0 to {MISSING - 1}")
     return struct.pack(f">{len(values)}H", *(MISSING if v is None else v for v in values))
 
 

@@ -214,13 +214,15 @@ def test_0007_packs_item_scores_into_their_ratings_and_the_downgrade_unpacks_the
     from evaluation.packed_scores import unpack
     from evaluation.rounds import create_round
     from evaluation.specs import load_spec
-    from tests.conftest import EXAMPLE
+    from tests.conftest import EXAMPLE, reverse_item_order
 
     config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
     with create_app(config).app_context():
         upgrade(revision="0006_used_invitations")
         round_ = create_round(db.session, load_spec(EXAMPLE.read_bytes()), "test")
-        items = {i.key: i.id for i in round_.items}  # politics, ability, diligence, results, integrity
+        reverse_item_order(db.session, round_)  # item ids now run against the questionnaire
+        items = {i.key: i.id for i in round_.items}
+        assert list(items) == ["integrity", "results", "diligence", "ability", "politics"]
         c01, c02, c03 = (p.id for p in round_.participations[:3])
         competent = next(g.id for g in round_.grades if g.key == "competent")
         db.session.execute(text(
@@ -240,9 +242,9 @@ def test_0007_packs_item_scores_into_their_ratings_and_the_downgrade_unpacks_the
         upgrade()
         scores = dict(db.session.execute(text(
             "SELECT participation_id, scores FROM ratings")).all())
-        assert unpack(scores[c01]) == [3, None, 5, 6, 10]
+        assert unpack(scores[c01]) == [10, 6, 5, None, 3]
         assert unpack(scores[c02]) == [None] * 5
-        assert unpack(scores[c03]) == [None, 0, None, None, None]
+        assert unpack(scores[c03]) == [None, None, None, 0, None]
         assert list(_ballot_documents(db.session, round_.id)) == [(
             "AAAA-BBBB-CCCC",
             '{"paper":false,"ratings":{"0":["competent","好",{"diligence":5,"integrity":10,'
@@ -254,3 +256,38 @@ def test_0007_packs_item_scores_into_their_ratings_and_the_downgrade_unpacks_the
         assert sorted(back.all()) == sorted((p, items[key], v) for p, key, v in given)
         db.session.remove()
         db.engine.dispose()
+
+
+def test_an_item_score_of_another_rounds_item_stops_0007_before_it_changes_anything(
+        empty_database, tmp_path):
+    """Such a score cannot be placed in its rating's packed scores (the old schema allowed it;
+    the application never wrote one)."""
+    from sqlalchemy import text
+
+    with two_rounds_at_0004(empty_database, tmp_path) as (config, first, second):
+        upgrade(revision="0006_used_invitations")
+        db.session.execute(text(
+            "INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper, is_valid)"
+            " VALUES ('b1', :r, :g, 'R1', :d, false, true)"),
+            {"r": first.id, "g": first.groups[0].id, "d": dt.date(2026, 1, 5)})
+        db.session.execute(text("INSERT INTO ratings (ballot_id, participation_id) VALUES ('b1', :p)"),
+                           {"p": first.participations[0].id})
+        db.session.execute(text("INSERT INTO item_ratings VALUES ('b1', :p, :i, 7)"),
+                           {"p": first.participations[0].id, "i": second.items[0].id})
+        db.session.commit()
+        db.session.remove()
+        with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits
+            upgrade()
+        with db.engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == \
+                "0006_used_invitations"
+        engine = create_engine(config.database_url)
+        assert "scores" not in {c["name"] for c in inspect(engine).get_columns("ratings")}
+        engine.dispose()
+        db.session.execute(text("DELETE FROM item_ratings"))  # the stray score was the reason
+        db.session.commit()
+        db.session.remove()
+        upgrade()
+        engine = create_engine(config.database_url)
+        assert schema_diff(engine) == []
+        engine.dispose()

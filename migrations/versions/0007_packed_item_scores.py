@@ -8,9 +8,11 @@ ratings.scores holds a cadre's item scores on one ballot, one unsigned 16-bit bi
 per item of the round in questionnaire order, 0xFFFF where none was given (see
 evaluation.packed_scores); a cast writes one row per cadre instead of one per cadre and item.
 Data is kept both ways: every rating gets its scores from item_ratings, and the downgrade puts
-them back as rows. The conversion runs in Python, a round and a thousand ballots at a time, the
-same on both databases. On SQLite the ratings table is rebuilt (WITHOUT ROWID, as before) to make
-the new column NOT NULL.
+them back as rows. An item score that cannot be packed (an item of another round than its
+ballot's, a value above 65534: the application never wrote either) stops the upgrade before
+anything changes. The conversion runs in Python, the same on both databases, a round and some
+20,000 ratings at a time. On SQLite the ratings table is rebuilt (WITHOUT ROWID, as before) to
+make the new column NOT NULL, and again by the downgrade to drop it.
 """
 import struct
 
@@ -25,7 +27,8 @@ depends_on = None
 
 #: A blank item in the packed form; the scale tops out at 1000 (evaluation.specs).
 MISSING = 0xFFFF
-BALLOTS_PER_STEP = 1000
+#: Ratings converted per step (and their item scores held in memory meanwhile).
+RATINGS_PER_STEP = 20_000
 
 
 def _pack(values):
@@ -37,15 +40,17 @@ def _unpack(packed):
 
 
 def _rounds(conn):
-    """(round id, its item ids in questionnaire order, its ballot ids in chunks) of every round
-    with ballots."""
+    """(its item ids in questionnaire order, its ballot ids in steps) of every round with
+    ballots; a step holds about RATINGS_PER_STEP ratings."""
     for round_id in conn.execute(sa.text("SELECT DISTINCT round_id FROM ballots")).scalars().all():
         items = conn.execute(sa.text("SELECT id FROM items WHERE round_id = :r ORDER BY position"),
                              {"r": round_id}).scalars().all()
         ballots = conn.execute(sa.text("SELECT id FROM ballots WHERE round_id = :r ORDER BY id"),
                                {"r": round_id}).scalars().all()
-        yield items, [ballots[k:k + BALLOTS_PER_STEP]
-                      for k in range(0, len(ballots), BALLOTS_PER_STEP)]
+        cadres = conn.execute(sa.text("SELECT count(*) FROM participations WHERE round_id = :r"),
+                              {"r": round_id}).scalar()
+        step = max(1, RATINGS_PER_STEP // max(1, cadres))
+        yield items, [ballots[k:k + step] for k in range(0, len(ballots), step)]
 
 
 def _in_chunk(sql):
@@ -54,6 +59,15 @@ def _in_chunk(sql):
 
 def upgrade():
     conn = op.get_bind()
+    # Checked before anything changes (SQLite commits each step as it goes).
+    unfit = conn.exec_driver_sql(
+        "SELECT count(*) FROM item_ratings s JOIN ballots b ON b.id = s.ballot_id"
+        " JOIN items i ON i.id = s.item_id"
+        f" WHERE i.round_id <> b.round_id OR s.value >= {MISSING}").scalar()
+    if unfit:
+        raise RuntimeError(f"{unfit} item scores name an item of another round than their "
+                           f"ballot's, or exceed {MISSING - 1}: nothing was changed; fix or "
+                           "delete them, then upgrade again")
     with op.batch_alter_table('ratings', schema=None) as batch_op:
         batch_op.add_column(sa.Column('scores', sa.LargeBinary(), nullable=True))
     for items, chunks in _rounds(conn):
@@ -104,4 +118,6 @@ def downgrade():
             if rows:
                 conn.execute(sa.text("INSERT INTO item_ratings (ballot_id, participation_id,"
                                      " item_id, value) VALUES (:b, :p, :i, :v)"), rows)
-    op.execute("ALTER TABLE ratings DROP COLUMN scores")
+    with op.batch_alter_table('ratings', schema=None,
+                              table_kwargs={"sqlite_with_rowid": False}) as batch_op:
+        batch_op.drop_column('scores')

@@ -42,22 +42,28 @@ def test_link_is_swapped_for_a_session_and_leads_to_a_receipt(client, post, sess
 
 def test_item_scores_are_stored_in_questionnaire_order_and_blanks_stay_blank(
         client, post, session, make_round, issue):
-    round_ = make_round("open")
+    from evaluation.rounds import transition_round
+    from tests.conftest import reverse_item_order
+
+    round_ = make_round("draft")
+    reverse_item_order(session, round_)  # item ids now run against the questionnaire's order
+    transition_round(session, round_, "open", "test")
     client.get(link_path(issue(round_)[0]))
     data = full_ballot(round_)
     c01, c02 = round_.participations[:2]
     keys = [item.key for item in round_.items]  # in questionnaire order
-    for k, key in enumerate(reversed(keys)):  # posted in the reverse order
-        data[f"item-c01-{key}"] = str(10 - k)
+    assert keys == ["integrity", "results", "diligence", "ability", "politics"]
+    for k, key in enumerate(keys):
+        data[f"item-c01-{key}"] = str(6 + k)
     data["grade-c02"] = "dont_know"
     for key in keys:
         data[f"item-c02-{key}"] = ""
-    data[f"item-c02-{keys[1]}"] = "4"
+    data["item-c02-results"] = "4"
     assert post("/ballot", data).status_code == 302
     stored = dict(session.execute(select(Rating.participation_id, Rating.scores)).all())
-    assert unpack(stored[c01.id]) == [10 - len(keys) + 1 + k for k in range(len(keys))]
-    assert unpack(stored[c02.id]) == [None, 4] + [None] * (len(keys) - 2)
-    assert unpack(stored[round_.participations[2].id]) == [7] * len(keys)
+    assert unpack(stored[c01.id]) == [6, 7, 8, 9, 10]
+    assert unpack(stored[c02.id]) == [None, 4, None, None, None]
+    assert unpack(stored[round_.participations[2].id]) == [7] * 5
 
 
 def test_used_link_gives_409_when_opened_and_when_posted(client, post, session, make_round, issue, app):
