@@ -122,28 +122,39 @@ def test_composite_invitation_key_keeps_the_invitations(empty_database, tmp_path
 
 def test_an_invitation_of_another_rounds_group_stops_0005_before_it_changes_anything(
         empty_database, tmp_path):
-    from sqlalchemy import text
-
     with two_rounds_at_0004(empty_database, tmp_path) as (config, first, second):
         old_invitation(first.id, second.groups[0].id, "x")
-        db.session.commit()
-        db.session.remove()
-        with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits
-            upgrade()
-        with db.engine.connect() as conn:
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == \
-                "0004_lighter_casting"
-        engine = create_engine(config.database_url)
-        names = {ix["name"] for ix in inspect(engine).get_indexes("invitations")}
-        engine.dispose()
-        assert "ix_invitations_group_id" in names
-        db.session.execute(text("DELETE FROM invitations"))  # the stray row was the reason
-        db.session.commit()
-        db.session.remove()
+        refused_until_fixed(
+            config, "0004_lighter_casting",
+            lambda schema: "ix_invitations_group_id" in {
+                ix["name"] for ix in schema.get_indexes("invitations")},
+            "DELETE FROM invitations")  # the stray row was the reason
+
+
+def refused_until_fixed(config, stays_at: str, unchanged, fix: str) -> None:
+    """Commit what the test wrote; then the upgrade stops (Flask-Migrate logs the error and
+    exits), the database still at stays_at and unchanged(inspector) true; once the SQL `fix`
+    has run, the upgrade goes through to the models' schema."""
+    from sqlalchemy import text
+
+    db.session.commit()
+    db.session.remove()
+    with pytest.raises(SystemExit):
         upgrade()
-        engine = create_engine(config.database_url)
-        assert schema_diff(engine) == []
+    with db.engine.connect() as conn:
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == stays_at
+    engine = create_engine(config.database_url)
+    try:
+        assert unchanged(inspect(engine))
+    finally:
         engine.dispose()
+    db.session.execute(text(fix))
+    db.session.commit()
+    db.session.remove()
+    upgrade()
+    engine = create_engine(config.database_url)
+    assert schema_diff(engine) == []
+    engine.dispose()
 
 
 def test_0006_downgrade_puts_the_used_flag_back(empty_database, tmp_path):
@@ -274,20 +285,7 @@ def test_an_item_score_of_another_rounds_item_stops_0007_before_it_changes_anyth
                            {"p": first.participations[0].id})
         db.session.execute(text("INSERT INTO item_ratings VALUES ('b1', :p, :i, 7)"),
                            {"p": first.participations[0].id, "i": second.items[0].id})
-        db.session.commit()
-        db.session.remove()
-        with pytest.raises(SystemExit):  # Flask-Migrate logs the error and exits
-            upgrade()
-        with db.engine.connect() as conn:
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == \
-                "0006_used_invitations"
-        engine = create_engine(config.database_url)
-        assert "scores" not in {c["name"] for c in inspect(engine).get_columns("ratings")}
-        engine.dispose()
-        db.session.execute(text("DELETE FROM item_ratings"))  # the stray score was the reason
-        db.session.commit()
-        db.session.remove()
-        upgrade()
-        engine = create_engine(config.database_url)
-        assert schema_diff(engine) == []
-        engine.dispose()
+        refused_until_fixed(
+            config, "0006_used_invitations",
+            lambda schema: "scores" not in {c["name"] for c in schema.get_columns("ratings")},
+            "DELETE FROM item_ratings")  # the stray score was the reason
