@@ -272,7 +272,7 @@ def _ballot_documents(session: Session, round_id: int) -> Iterator[tuple[str, st
         doc = {"ratings": {}}
         for _r, is_valid, is_paper, position, grade, comment, scores in rows:
             doc["valid"], doc["paper"] = is_valid, is_paper
-            given = {key: value for key, value in zip(item_keys, unpack(scores)) if value is not None}
+            given = {key: v for key, v in zip(item_keys, unpack(scores)) if v is not None}
             doc["ratings"][str(position)] = [grade, comment or "", given]
         yield receipt, json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 

@@ -48,8 +48,9 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     on physical order links a ballot to an invitation. The invitations are not rewritten: a cast
     writes no version of them (the xmax its foreign-key check stamps on the row, re-inserting
     the used-invitation rows stamps over), and the narrow rows (one index, one key) cost far
-    less to rewrite than the invitations (four indexes) did. `full` (at close) rewrites the ballot rows too, so that neither their xmin
-    nor their order says anything about the order of casting.
+    less to rewrite than the invitations (four indexes) did. `full` (at close) rewrites the
+    ballot rows too, so that neither their xmin nor their order says anything about the order
+    of casting.
     SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
     """
     if session.get_bind().dialect.name != "postgresql":
@@ -139,8 +140,8 @@ def _wait_for_older_snapshots(conn, mix_xid: int, timeout: float) -> bool:
     timeout.
 
     A vacuum keeps such versions (VACUUM FULL even copies them into its new file), and the
-    used-invitation rows a mix deleted carry the casts' xmin: a transaction that began before the mix committed,
-    such as a long report on another round, would keep the link on disk.
+    used-invitation rows a mix deleted carry the casts' xmin: a transaction that began before
+    the mix committed, such as a long report on another round, would keep the link on disk.
     """
     deadline, pause = time.monotonic() + timeout, 0.002
     xid = str(mix_xid & 0xFFFFFFFF)  # pg_stat_activity shows 32-bit transaction ids
