@@ -52,13 +52,15 @@ def today() -> dt.date:
 
 @dataclass(frozen=True)
 class Cast:
-    """A recorded ballot: its receipt, and how many ballots the round holds with it."""
+    """A recorded ballot: its receipt, and how many of the round's ballots, this one included,
+    wait for a mix (evaluation.mixing).
+
+    SQLite counts under its write lock, exactly. PostgreSQL's casts commit side by side, so two
+    may see the same number, and neither sees the other.
+    """
 
     receipt: str
-    count: int
-    #: PostgreSQL: the round's ballot count at its latest mix, as the cast saw it (casts commit
-    #: side by side there, so counts repeat and skip). None on SQLite, where the count is exact.
-    mixed_at: int | None = None
+    unmixed: int
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,14 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
     who = (invitation_id, round_id, group_id, token_hash)
     with session.get_bind().connect() as conn:  # back to the pool rolled back, whatever happens
         driver = conn.connection.driver_connection
+        cast_ = _cast_postgresql if conn.dialect.name == "postgresql" else _cast_sqlite
         try:
-            if conn.dialect.name == "postgresql":
-                count, mixed_at = _cast_postgresql(driver, who, new)
-            else:
-                count, mixed_at = _cast_sqlite(conn.engine, driver, who, new), None
+            unmixed = cast_(conn.engine, driver, who, new)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _as_sqlalchemy_error(conn, exc) from exc
-    if count is None:
+    if unmixed is None:
         raise CastError(why_refused(session, invitation_id, round_id))
-    return Cast(new.receipt, count, mixed_at)
+    return Cast(new.receipt, unmixed)
 
 
 def _as_sqlalchemy_error(conn, exc: Exception) -> DBAPIError:
@@ -132,20 +132,24 @@ _SQLITE_INSERT_BALLOT = ("INSERT INTO ballots (id, round_id, group_id, receipt, 
                          " is_valid) VALUES (?, ?, ?, ?, ?, ?, ?)")
 _SQLITE_INSERT_RATING = ("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment,"
                          " scores) VALUES (?, ?, ?, ?, ?)")
-_SQLITE_COUNT = "SELECT count(*) FROM ballots WHERE round_id = ?"
+#: The round's ballots waiting for a mix, through the partial index of exactly those rows (left to
+#: itself, SQLite's planner walks the round's whole primary key instead).
+_SQLITE_UNMIXED = ("SELECT count(*) FROM used_invitations INDEXED BY ix_used_invitations_unmixed"
+                   " WHERE round_id = ? AND NOT mixed")
 
 
 def _cast_sqlite(engine, driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
-    """SQLite's cast, committed, in the writers' queue: the round's ballot count, or None when the
-    invitation could not be marked used (then it is rolled back). SQLite holds its write lock from
-    the first write to the end of the transaction, so both happen before leaving the queue."""
-    count = None
+    """SQLite's cast, committed, in the writers' queue: the round's ballots waiting for a mix,
+    this one included, or None when the invitation could not be marked used (then it is rolled
+    back). SQLite holds its write lock from the first write to the end of the transaction, so both
+    happen before leaving the queue."""
+    unmixed = None
     with sqlite_writer(engine):
         try:
-            count = _write_sqlite(driver, who, new)
+            unmixed = _write_sqlite(driver, who, new)
         finally:
-            (driver.rollback if count is None else driver.commit)()
-    return count
+            (driver.rollback if unmixed is None else driver.commit)()
+    return unmixed
 
 
 def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
@@ -161,7 +165,7 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
                                                new.day.isoformat(), int(new.is_paper),
                                                int(new.is_valid)))
         cursor.executemany(_SQLITE_INSERT_RATING, [(new.id, *row) for row in new.ratings])
-        return cursor.execute(_SQLITE_COUNT, (round_id,)).fetchone()[0]
+        return cursor.execute(_SQLITE_UNMIXED, (round_id,)).fetchone()[0]
     finally:
         cursor.close()
 
@@ -193,16 +197,16 @@ graded AS (INSERT INTO ratings (ballot_id, participation_id, grade_id, comment, 
            SELECT ballot.id, t.p, t.gr, t.c, t.s FROM ballot,
                   unnest(CAST(%(p)s AS integer[]), CAST(%(gr)s AS integer[]), CAST(%(c)s AS text[]),
                          CAST(%(s)s AS bytea[])) AS t(p, gr, c, s))
-SELECT (SELECT count(*) FROM used), (SELECT count(*) FROM ballots WHERE round_id = %(r)s),
-       (SELECT mixed_count FROM rounds WHERE id = %(r)s)
+SELECT (SELECT count(*) FROM used),
+       (SELECT count(*) FROM used_invitations WHERE round_id = %(r)s AND NOT mixed)
 """
 
 
-def _cast_postgresql(driver, who: tuple[int, int, int, str],
-                     new: _NewBallot) -> tuple[int | None, int]:
-    """PostgreSQL's cast, committed: (the round's ballot count, or None when the invitation could
-    not be marked used: then nothing was written, and the commit released only the round lock;
-    the round's count at its latest mix).
+def _cast_postgresql(_engine, driver, who: tuple[int, int, int, str],
+                     new: _NewBallot) -> int | None:
+    """PostgreSQL's cast, committed: the round's ballots waiting for a mix, this one included, as
+    far as this cast can see; or None when the invitation could not be marked used (then nothing
+    was written, and the commit released only the round lock).
 
     The lock, the cast and the commit go to the server in one pipeline, one round trip; the
     server still runs them one after the other, each statement with a snapshot of its own.
@@ -211,9 +215,9 @@ def _cast_postgresql(driver, who: tuple[int, int, int, str],
         driver.execute(_PG_SHARE_ROUND, {"r": who[1]})
         cursor = driver.execute(_PG_CAST, _pg_cast_parameters(who, new))
         driver.commit()
-    used, before, mixed_at = cursor.fetchone()
-    # The statement's snapshot does not see its own insert: the round holds `before` + 1.
-    return (before + 1 if used == 1 else None), mixed_at
+    used, before = cursor.fetchone()
+    # The statement's snapshot does not see its own insert: one more than it counted.
+    return before + 1 if used == 1 else None
 
 
 def _pg_cast_parameters(who: tuple[int, int, int, str], new: _NewBallot) -> dict:

@@ -10,6 +10,8 @@ check only locks it (FOR KEY SHARE, which stamps the cast's transaction id in th
 and every mix's foreign-key checks lock it again, stamping the mix's over it.
 SQLite needs none of that (no transaction ids in rows, ballots on random keys without rowids):
 there the write-ahead log, which holds pages in commit order, is checkpointed and truncated.
+On both, a mix marks the used-invitation rows it has covered (`mixed`), and the next is due once
+N more rows are waiting: a cast counts those few rows, never the round's whole ballot box.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ _MIX_XID = "pingyi.mix_xid"
 
 
 def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1) -> bool:
-    """Rewrite the round's rows in random order in this transaction (PostgreSQL; the caller commits).
+    """Rewrite the round's rows in random order in this transaction (PostgreSQL; the caller
+    commits), and mark them mixed.
 
-    While open (not `full`), only when `every` ballots or more have come since the latest mix:
-    False when another worker has mixed meanwhile.
+    While open (not `full`), only when `every` or more are waiting for a mix: False when another
+    worker has mixed meanwhile.
 
     A cast marks its invitation used (a row of used_invitations) in the same transaction that
     inserts the ballot, so on PostgreSQL both carry the same xmin, and the used-invitation rows
@@ -52,19 +55,20 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     ballot rows too, so that neither their xmin nor their order says anything about the order
     of casting.
     SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
+    There the mix only marks the rows mixed, in the caller's transaction.
     """
     if session.get_bind().dialect.name != "postgresql":
-        return True
+        marked = session.execute(_SQLITE_MARK_MIXED, {"r": round_id, "every": 0 if full else every})
+        return full or marked.rowcount > 0
     if not full:
         return _mix_open_round(session, round_id, every)
+    # Under the lock no cast is in flight: every row of the round is mixed now.
     session.execute(text("SELECT 1 FROM rounds WHERE id = :r FOR UPDATE"), {"r": round_id})
-    # Under the lock no cast is in flight: this count is exact.
-    count = session.scalar(text("SELECT count(*) FROM ballots WHERE round_id = :r"),
-                           {"r": round_id})
-    _record_mix(session, round_id, count)
+    _record_mix(session)
     for table, where in MIXED_TABLES:
         session.execute(text(f"CREATE TEMP TABLE mix_{table} ON COMMIT DROP AS "
                              f"SELECT * FROM {table} WHERE {where}"), {"r": round_id})
+    session.execute(text("UPDATE mix_used_invitations SET mixed = true"))
     # ratings go with their ballots (ON DELETE CASCADE)
     session.execute(text("DELETE FROM ballots WHERE round_id = :r"), {"r": round_id})
     session.execute(text("DELETE FROM used_invitations WHERE round_id = :r"), {"r": round_id})
@@ -73,16 +77,25 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     return True
 
 
-#: An open round's mix in one statement, so one snapshot: the ballots counted are exactly those
-#: whose invitations it rewrites (a cast writes both in one transaction), and it rewrites nothing
-#: unless `every` ballots have come since the latest mix. All rows are deleted before the sort
-#: hands out the first.
+#: SQLite's mix: mark the round's waiting rows mixed, if `every` or more are waiting (0: all).
+#: One statement, so that the count and the marks agree; both go through the partial index of
+#: the waiting rows (see evaluation.ballot_box).
+_SQLITE_MARK_MIXED = text(
+    "UPDATE used_invitations INDEXED BY ix_used_invitations_unmixed SET mixed = true"
+    " WHERE round_id = :r AND NOT mixed AND (SELECT count(*) FROM used_invitations"
+    " INDEXED BY ix_used_invitations_unmixed WHERE round_id = :r AND NOT mixed) >= :every")
+
+#: An open round's mix in one statement, so one snapshot: it rewrites every used invitation of
+#: the round, and nothing unless `every` of them have been waiting since the latest mix (counted
+#: through the partial index of the waiting rows). All rows are deleted before the sort hands
+#: out the first; they come back marked mixed.
 _PG_MIX_OPEN = text("""
-WITH counted AS (SELECT count(*) AS n FROM ballots WHERE round_id = :r),
+WITH waiting AS (SELECT count(*) AS n FROM used_invitations WHERE round_id = :r AND NOT mixed),
 gone AS (DELETE FROM used_invitations WHERE round_id = :r
-         AND (SELECT n FROM counted) - :mixed >= :every RETURNING *),
-moved AS (INSERT INTO used_invitations SELECT * FROM gone ORDER BY random())
-SELECT n FROM counted
+         AND (SELECT n FROM waiting) >= :every RETURNING round_id, invitation_id),
+moved AS (INSERT INTO used_invitations (round_id, invitation_id, mixed)
+          SELECT round_id, invitation_id, true FROM gone ORDER BY random())
+SELECT n FROM waiting
 """)
 
 
@@ -94,22 +107,20 @@ def _mix_open_round(session: Session, round_id: int, every: int) -> bool:
     rewrite. A cast that commits during the mix is neither rewritten nor counted, so the next
     mix comes N ballots later at the latest.
     """
-    mixed = session.scalar(text("SELECT mixed_count FROM rounds WHERE id = :r AND status = 'open'"
-                                " FOR NO KEY UPDATE"), {"r": round_id})
-    if mixed is None:  # closed meanwhile: the closing mix has done it all
+    locked = session.scalar(text("SELECT 1 FROM rounds WHERE id = :r AND status = 'open'"
+                                 " FOR NO KEY UPDATE"), {"r": round_id})
+    if locked is None:  # closed meanwhile: the closing mix has done it all
         return False
-    count = session.scalar(_PG_MIX_OPEN, {"r": round_id, "mixed": mixed, "every": every})
-    if count - mixed < every:
+    # A statement of its own after the lock: its snapshot sees a mix that committed meanwhile.
+    if session.scalar(_PG_MIX_OPEN, {"r": round_id, "every": every}) < every:
         return False  # another worker has just mixed
-    _record_mix(session, round_id, count)
+    _record_mix(session)
     return True
 
 
-def _record_mix(session: Session, round_id: int, count: int) -> None:
-    """Remember the round's ballot count at this mix, and the mix's transaction id: the vacuum
-    after the commit waits for sessions that may still see the rows the mix deletes."""
-    session.execute(text("UPDATE rounds SET mixed_count = :n WHERE id = :r"),
-                    {"n": count, "r": round_id})
+def _record_mix(session: Session) -> None:
+    """Remember the mix's transaction id: the vacuum after the commit waits for sessions that
+    may still see the rows the mix deletes."""
     session.info[_MIX_XID] = int(session.scalar(text("SELECT pg_current_xact_id()::text")))
 
 
@@ -215,22 +226,18 @@ def _checkpoint(conn, attempts: int) -> None:
 
 
 def maybe_mix(session: Session, round_id: int, every: int, cast: Cast) -> bool:
-    """Mix the round's used invitations when `every` ballots have come since the latest mix;
-    True if so.
+    """Mix the round's used invitations when `every` ballots are waiting for a mix; True if so.
 
-    SQLite counts under its write lock: a mix at every multiple of `every`. PostgreSQL casts
-    commit side by side and see counts that repeat or skip, so the round remembers its count at
-    the latest mix and the mix re-checks under the round's lock.
+    The cast's count may be stale (PostgreSQL's casts commit side by side, and a mix may have
+    run since), so the mix counts again, under the round's lock (PostgreSQL) or in the writers'
+    queue (SQLite), and does nothing when it is not due after all.
     """
-    if every <= 0:
+    if every <= 0 or cast.unmixed < every:
         return False
-    due = (cast.count % every == 0 if cast.mixed_at is None
-           else cast.count - cast.mixed_at >= every)
-    if not due:
-        return False
-    if not mix_round(session, round_id, full=False, every=every):
-        session.rollback()
-        return False
-    session.commit()
+    with sqlite_writer(session.get_bind()):  # SQLite: the mix's write waits in line, not asleep
+        if not mix_round(session, round_id, full=False, every=every):
+            session.rollback()
+            return False
+        session.commit()
     vacuum_after_mix(session)
     return True

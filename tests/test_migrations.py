@@ -173,7 +173,8 @@ def test_0006_downgrade_puts_the_used_flag_back(empty_database, tmp_path):
                                       issued_on=dt.date(2026, 1, 5)))
         db.session.flush()
         used = db.session.scalar(text("SELECT id FROM invitations WHERE token_hash LIKE 'b%'"))
-        db.session.execute(text("INSERT INTO used_invitations VALUES (:r, :i)"),
+        db.session.execute(text("INSERT INTO used_invitations (round_id, invitation_id)"
+                                " VALUES (:r, :i)"),
                            {"r": round_.id, "i": used})
         db.session.commit()
         db.session.remove()
@@ -289,3 +290,41 @@ def test_an_item_score_of_another_rounds_item_stops_0007_before_it_changes_anyth
             config, "0006_used_invitations",
             lambda schema: "scores" not in {c["name"] for c in schema.get_columns("ratings")},
             "DELETE FROM item_ratings")  # the stray score was the reason
+
+
+def test_0008_marks_a_closed_rounds_ballots_mixed_and_the_downgrade_counts_them(
+        empty_database, tmp_path):
+    """0008: the used invitations of a closed round come out mixed, as its closing mix left them;
+    an open round's wait, so that its next cast brings a mix. The downgrade gives each round its
+    count at the latest mix back."""
+    from sqlalchemy import text
+
+    with two_rounds_at_0004(empty_database, tmp_path) as (_config, closed, open_):
+        upgrade(revision="0007_packed_item_scores")
+        for round_, status, used in ((closed, "closed", 3), (open_, "open", 2)):
+            db.session.execute(text("UPDATE rounds SET status = :s, frozen_spec = '{}',"
+                                    " fingerprint = :f WHERE id = :r"),
+                               {"s": status, "f": "f" * 64, "r": round_.id})
+            for k in range(used + 1):  # one more invitation, not used
+                db.session.add(Invitation(round_id=round_.id, group_id=round_.groups[0].id,
+                                          token_hash=f"{round_.id}-{k}".ljust(64, "x"),
+                                          code_hash=f"{round_.id}-{k}".ljust(64, "x"),
+                                          issued_on=dt.date(2026, 1, 5)))
+            db.session.flush()
+            db.session.execute(text(
+                "INSERT INTO used_invitations (round_id, invitation_id) SELECT round_id, id"
+                " FROM invitations WHERE round_id = :r ORDER BY id LIMIT :n"),
+                {"r": round_.id, "n": used})
+        db.session.execute(text("UPDATE rounds SET mixed_count = 3 WHERE id = :r"),
+                           {"r": closed.id})
+        db.session.commit()
+        upgrade()
+        marks = text("SELECT round_id, mixed, count(*) FROM used_invitations"
+                     " GROUP BY round_id, mixed ORDER BY round_id")
+        assert [(r, bool(m), n) for r, m, n in db.session.execute(marks)] == [
+            (closed.id, True, 3), (open_.id, False, 2)]
+        db.session.remove()
+        downgrade(revision="0007_packed_item_scores")
+        counts = text("SELECT id, mixed_count FROM rounds ORDER BY id")
+        assert db.session.execute(counts).all() == [(closed.id, 3), (open_.id, 0)]
+        db.session.remove()

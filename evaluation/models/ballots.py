@@ -15,8 +15,8 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (
-    Date, ForeignKey, ForeignKeyConstraint, LargeBinary, String, Text, UniqueConstraint,
-    exists, true as sa_true,
+    Date, ForeignKey, ForeignKeyConstraint, Index, LargeBinary, String, Text, UniqueConstraint,
+    exists, false as sa_false, text, true as sa_true,
 )
 from sqlalchemy.orm import Mapped, column_property, mapped_column
 
@@ -63,11 +63,18 @@ class UsedInvitation(db.Model):
     __table_args__ = (
         ForeignKeyConstraint(["round_id", "invitation_id"],
                              ["invitations.round_id", "invitations.id"]),
+        # The rows cast since the round's latest mix, and only those: counting them costs the
+        # same in a round of fifty ballots as in one of fifty thousand.
+        Index("ix_used_invitations_unmixed", "round_id", postgresql_where=text("NOT mixed"),
+              sqlite_where=text("NOT mixed")),
         {"sqlite_with_rowid": False},
     )
 
     round_id: Mapped[int] = mapped_column(primary_key=True)
     invitation_id: Mapped[int] = mapped_column(primary_key=True)
+    #: False from the cast until a mix (evaluation.mixing) has rewritten the row; a mix is due
+    #: once PINGYI_MIX_EVERY rows are waiting. True for every row of a closed round.
+    mixed: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
 
 
 #: Read like a column (in queries and on loaded invitations); written only by casting.

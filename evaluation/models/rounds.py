@@ -96,9 +96,6 @@ class Round(db.Model):
     seal_head: Mapped[str | None] = mapped_column(String(64))
     #: How many ballots the seal covers.
     sealed_count: Mapped[int | None]
-    #: Ballots the round held at its latest periodic mix (PostgreSQL), so that the next mix is
-    #: due after PINGYI_MIX_EVERY more whatever order concurrent casts commit in.
-    mixed_count: Mapped[int] = mapped_column(default=0, server_default="0")
 
     grades: Mapped[list["Grade"]] = relationship(
         back_populates="round", order_by="Grade.position", cascade="all, delete-orphan")
