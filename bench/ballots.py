@@ -1,6 +1,7 @@
 """Ballot throughput under gunicorn (2 workers) through real HTTP with CSRF, against a bare endpoint.
 
     .venv/bin/python -m bench.ballots [--ballots 1500] [--burst 500] [--threads 16] [--db sqlite|postgresql|all]
+                                      [--earlier N]
 
 For each database (SQLite, and PostgreSQL where 127.0.0.1:5432 answers) it creates the example
 round, issues links, starts gunicorn, and from this separate process measures: the bare Flask
@@ -8,11 +9,14 @@ endpoint, ballot pages (GET /ballot), casting (POST /ballot, sessions and CSRF t
 beforehand), and a burst of phones casting at once. It then checks that every acknowledged ballot
 is stored exactly once. Prints requests/s, p50/p99 latency, errors, CPU time per request, and
 ratios to the bare endpoint (the mean of the bare runs just before and just after each phase).
+With --earlier N the round already holds N ballots, cast and mixed before the bench (written
+straight into the database), as a big round well under way does.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import http.client
 import os
 import queue
@@ -20,6 +24,8 @@ import re
 import secrets
 import shutil
 import signal
+import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -168,6 +174,47 @@ def prepare_round(env: dict, count: int) -> tuple[int, list[str]]:
     return round_id, [line.split("\t")[0].split("/v/", 1)[1] for line in lines]
 
 
+def add_earlier_ballots(database_url: str, round_id: int, n: int) -> None:
+    """n ballots of the public group as the round would hold them after n casts and a mix: their
+    invitations used (and marked mixed, where the schema has the mark, in random order), every
+    cadre rated "don't know" with all items at 5."""
+    sqlite = database_url.startswith("sqlite")
+    conn = (sqlite3.connect(database_url.removeprefix("sqlite:///")) if sqlite
+            else psycopg.connect(database_url))
+    q = (lambda sql: sql) if sqlite else (lambda sql: sql.replace("?", "%s"))
+    cur = conn.cursor()
+    cur.execute(q("SELECT id FROM rater_groups WHERE round_id = ? AND key = 'public'"), (round_id,))
+    group = cur.fetchone()[0]
+    cur.execute(q("SELECT id FROM participations WHERE round_id = ?"), (round_id,))
+    cadres = [row[0] for row in cur.fetchall()]
+    cur.execute(q("SELECT count(*) FROM items WHERE round_id = ?"), (round_id,))
+    scores = struct.pack(f">{cur.fetchone()[0]}H", *[5] * 5)
+    day = dt.date.today().isoformat() if sqlite else dt.date.today()
+    hashes = [f"earlier{k:057d}" for k in range(n)]
+    cur.executemany(q("INSERT INTO invitations (round_id, group_id, token_hash, code_hash,"
+                      " issued_on) VALUES (?, ?, ?, ?, ?)"),
+                    [(round_id, group, h, h, day) for h in hashes])
+    cur.execute(q("SELECT * FROM used_invitations WHERE 1 = 0"))
+    mixed = "mixed" in [d[0] for d in cur.description]
+    cur.execute(q(f"INSERT INTO used_invitations (round_id, invitation_id{', mixed' * mixed})"
+                  f" SELECT round_id, id{', true' * mixed} FROM invitations"
+                  " WHERE round_id = ? AND token_hash LIKE ? ORDER BY random()"),
+                (round_id, "earlier%"))
+    ballots = [secrets.token_hex(16) for _ in range(n)]
+    cur.executemany(q("INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper,"
+                      " is_valid) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                    [(b, round_id, group, f"EARLIER-{k:08d}", day, False, True)
+                     for k, b in enumerate(ballots)])
+    cur.executemany(q("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment, scores)"
+                      " VALUES (?, ?, NULL, NULL, ?)"),
+                    [(b, p, scores) for b in ballots for p in cadres])
+    conn.commit()
+    if not sqlite:  # as the vacuum after a mix leaves the tables
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+    conn.close()
+
+
 def start_server(env: dict, port: int, threads: int) -> subprocess.Popen:
     workers = ["--worker-class", "gthread", "--threads", str(threads)] if threads > 1 else []
     server = subprocess.Popen(
@@ -262,7 +309,6 @@ def stored_ballots(database_url: str, round_id: int) -> tuple[int, int, int]:
                "SELECT count(DISTINCT receipt) FROM ballots WHERE round_id = {r}",
                "SELECT count(*) FROM used_invitations WHERE round_id = {r}")
     if database_url.startswith("sqlite"):
-        import sqlite3
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
             return tuple(conn.execute(q.format(r=round_id)).fetchone()[0] for q in queries)
     with psycopg.connect(database_url) as conn:
@@ -275,6 +321,8 @@ def bench_database(label: str, database_url: str, args, cadres, items) -> None:
            "SECRET_KEY": secrets.token_urlsafe(32), "PINGYI_MIX_EVERY": str(args.mix_every)}
     total = args.threads + args.ballots + args.burst
     round_id, tokens = prepare_round(env, total)
+    if args.earlier:
+        add_earlier_ballots(database_url, round_id, args.earlier)
     port = 18000 + secrets.randbelow(2000)
     server = start_server(env, port, args.server_threads)
     WATCHED["server"] = worker_pids(server)
@@ -286,7 +334,8 @@ def bench_database(label: str, database_url: str, args, cadres, items) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    report(label, results, stored_ballots(database_url, round_id), args)
+    stored = tuple(n - args.earlier for n in stored_ballots(database_url, round_id))
+    report(label, results, stored, args)
     shutil.rmtree(instance, ignore_errors=True)
 
 
@@ -295,8 +344,9 @@ def report(label: str, results: list[dict], stored: tuple[int, int, int], args) 
     just before and just after it."""
     acknowledged = results.pop()["acknowledged"]
     kind = f"gthread workers x {args.server_threads} threads" if args.server_threads > 1 else "sync workers"
+    earlier = f", {args.earlier} ballots cast before" if args.earlier else ""
     print(f"\n== {label}: gunicorn 2 {kind}, {args.threads} client threads, "
-          f"mix every {args.mix_every} ballots ==")
+          f"mix every {args.mix_every} ballots{earlier} ==")
     print(f"{'':18} {'n':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'of bare':>8}"
           f"   CPU ms/req: {'server':>6} {'db':>5} {'client':>6}")
     for k, r in enumerate(results):
@@ -328,6 +378,8 @@ def main() -> None:
     parser.add_argument("--server-threads", type=int, default=1,
                         help="threads per gunicorn worker (1: sync workers, more: gthread)")
     parser.add_argument("--db", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--earlier", type=int, default=0,
+                        help="ballots the round holds before the bench (cast and mixed)")
     args = parser.parse_args()
     import json
     spec = json.loads((ROOT / "examples" / "round.json").read_text(encoding="utf-8"))
