@@ -188,7 +188,8 @@ def add_earlier_ballots(database_url: str, round_id: int, n: int) -> None:
     cur.execute(q("SELECT id FROM participations WHERE round_id = ?"), (round_id,))
     cadres = [row[0] for row in cur.fetchall()]
     cur.execute(q("SELECT count(*) FROM items WHERE round_id = ?"), (round_id,))
-    scores = struct.pack(f">{cur.fetchone()[0]}H", *[5] * 5)
+    n_items = cur.fetchone()[0]
+    scores = struct.pack(f">{n_items}H", *[5] * n_items)
     day = dt.date.today().isoformat() if sqlite else dt.date.today()
     hashes = [f"earlier{k:057d}" for k in range(n)]
     cur.executemany(q("INSERT INTO invitations (round_id, group_id, token_hash, code_hash,"

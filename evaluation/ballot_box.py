@@ -52,15 +52,16 @@ def today() -> dt.date:
 
 @dataclass(frozen=True)
 class Cast:
-    """A recorded ballot: its receipt, and how many of the round's ballots, this one included,
-    wait for a mix (evaluation.mixing).
+    """A recorded ballot: its receipt, and whether the round is due for a mix (evaluation.mixing).
 
-    SQLite counts under its write lock, exactly. PostgreSQL's casts commit side by side, so two
-    may see the same number, and neither sees the other.
+    SQLite's casts take turns and count the round's ballots exactly: a mix at every multiple of
+    the setting. PostgreSQL's commit side by side and count the ballots waiting for a mix (their
+    used invitations not yet rewritten): two may see the same number, neither sees the other,
+    so the mix counts again under the round's lock.
     """
 
     receipt: str
-    unmixed: int
+    mix_due: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,10 @@ class _NewBallot:
 
 def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: int,
                 parsed: ParsedBallot, invalidate: bool, token_hash: str,
-                is_paper: bool = False) -> Cast:
+                is_paper: bool = False, mix_every: int = 0) -> Cast:
     """Record one ballot for an invitation. CastError changes nothing.
+
+    mix_every is PINGYI_MIX_EVERY (0: never due): the Cast says whether a mix is due.
 
     token_hash is the invitation's link hash as the voter received it: a link re-issued since
     (a reminder) voids the old one, and so the session opened with it.
@@ -98,14 +101,16 @@ def cast_ballot(session: Session, invitation_id: int, round_id: int, group_id: i
     who = (invitation_id, round_id, group_id, token_hash)
     with session.get_bind().connect() as conn:  # back to the pool rolled back, whatever happens
         driver = conn.connection.driver_connection
-        cast_ = _cast_postgresql if conn.dialect.name == "postgresql" else _cast_sqlite
+        postgresql = conn.dialect.name == "postgresql"
         try:
-            unmixed = cast_(conn.engine, driver, who, new)
+            seen = (_cast_postgresql if postgresql else _cast_sqlite)(conn.engine, driver, who, new)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _as_sqlalchemy_error(conn, exc) from exc
-    if unmixed is None:
+    if seen is None:
         raise CastError(why_refused(session, invitation_id, round_id))
-    return Cast(new.receipt, unmixed)
+    # PostgreSQL saw the ballots waiting for a mix, SQLite the round's ballots, this one included.
+    due = mix_every > 0 and (seen >= mix_every if postgresql else seen % mix_every == 0)
+    return Cast(new.receipt, due)
 
 
 def _as_sqlalchemy_error(conn, exc: Exception) -> DBAPIError:
@@ -123,33 +128,34 @@ def _as_sqlalchemy_error(conn, exc: Exception) -> DBAPIError:
 
 #: Marks the invitation used: one row if it is the voter's (its link not re-issued since), the
 #: round is open and no ballot was cast with it; none otherwise (ON CONFLICT: used already).
+#: Written mixed: SQLite's rows carry no transaction id, so no mix ever needs to rewrite them
+#: (a flag waiting for one would show, in any copy of the file, who voted since the latest mix).
 _SQLITE_MARK_USED = (
-    "INSERT INTO used_invitations (round_id, invitation_id)"
-    " SELECT round_id, id FROM invitations WHERE id = ? AND round_id = ? AND group_id = ?"
+    "INSERT INTO used_invitations (round_id, invitation_id, mixed)"
+    " SELECT round_id, id, 1 FROM invitations WHERE id = ? AND round_id = ? AND group_id = ?"
     " AND token_hash = ? AND EXISTS (SELECT 1 FROM rounds WHERE id = ? AND status = 'open')"
     " ON CONFLICT DO NOTHING")
 _SQLITE_INSERT_BALLOT = ("INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper,"
                          " is_valid) VALUES (?, ?, ?, ?, ?, ?, ?)")
 _SQLITE_INSERT_RATING = ("INSERT INTO ratings (ballot_id, participation_id, grade_id, comment,"
                          " scores) VALUES (?, ?, ?, ?, ?)")
-#: The round's ballots waiting for a mix, through the partial index of exactly those rows (left to
-#: itself, SQLite's planner walks the round's whole primary key instead).
-_SQLITE_UNMIXED = ("SELECT count(*) FROM used_invitations INDEXED BY ix_used_invitations_unmixed"
-                   " WHERE round_id = ? AND NOT mixed")
+#: The round's ballots, counted by the casts themselves: they take turns, so the count is exact,
+#: and it costs the same however many ballots the round holds.
+_SQLITE_COUNT = "UPDATE rounds SET sqlite_cast_count = sqlite_cast_count + 1 WHERE id = ?"
+_SQLITE_COUNTED = "SELECT sqlite_cast_count FROM rounds WHERE id = ?"
 
 
 def _cast_sqlite(engine, driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
-    """SQLite's cast, committed, in the writers' queue: the round's ballots waiting for a mix,
-    this one included, or None when the invitation could not be marked used (then it is rolled
-    back). SQLite holds its write lock from the first write to the end of the transaction, so both
-    happen before leaving the queue."""
-    unmixed = None
+    """SQLite's cast, committed, in the writers' queue: the round's ballot count, or None when the
+    invitation could not be marked used (then it is rolled back). SQLite holds its write lock from
+    the first write to the end of the transaction, so both happen before leaving the queue."""
+    count = None
     with sqlite_writer(engine):
         try:
-            unmixed = _write_sqlite(driver, who, new)
+            count = _write_sqlite(driver, who, new)
         finally:
-            (driver.rollback if unmixed is None else driver.commit)()
-    return unmixed
+            (driver.rollback if count is None else driver.commit)()
+    return count
 
 
 def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> int | None:
@@ -165,7 +171,8 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
                                                new.day.isoformat(), int(new.is_paper),
                                                int(new.is_valid)))
         cursor.executemany(_SQLITE_INSERT_RATING, [(new.id, *row) for row in new.ratings])
-        return cursor.execute(_SQLITE_UNMIXED, (round_id,)).fetchone()[0]
+        cursor.execute(_SQLITE_COUNT, (round_id,))
+        return cursor.execute(_SQLITE_COUNTED, (round_id,)).fetchone()[0]
     finally:
         cursor.close()
 
@@ -176,7 +183,9 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
 #: lock on the invitation waits for a re-issue of its link in flight, then finds the old token
 #: gone, as the foreign key's own check would not), and
 #: insert the ballot and its ratings only if it was; foreign keys are checked at the end of the
-#: statement, when the ballot row exists. The lock must be a statement of its own: a statement's
+#: statement, when the ballot row exists. The used invitation waits for the next mix (mixed
+#: false), sharing its xmin with the ballot until then; the cast counts the round's waiting ones
+#: through their partial index. The lock must be a statement of its own: a statement's
 #: snapshot is taken before it waits, and would not see a close committed meanwhile.
 #: FOR KEY SHARE: closing (FOR UPDATE) waits for the casts in flight, while an open round's
 #: periodic mix (FOR NO KEY UPDATE, see evaluation.mixing) neither waits for them nor holds them.

@@ -10,8 +10,9 @@ check only locks it (FOR KEY SHARE, which stamps the cast's transaction id in th
 and every mix's foreign-key checks lock it again, stamping the mix's over it.
 SQLite needs none of that (no transaction ids in rows, ballots on random keys without rowids):
 there the write-ahead log, which holds pages in commit order, is checkpointed and truncated.
-On both, a mix marks the used-invitation rows it has covered (`mixed`), and the next is due once
-N more rows are waiting: a cast counts those few rows, never the round's whole ballot box.
+PostgreSQL's mixes mark the rows they rewrite (`mixed`), and the next is due once N rows wait:
+a cast counts those few, never the round's whole ballot box. SQLite's casts count the round's
+ballots on the round row, and a mix is due at every multiple of N.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ _MIX_XID = "pingyi.mix_xid"
 
 
 def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1) -> bool:
-    """Rewrite the round's rows in random order in this transaction (PostgreSQL; the caller
-    commits), and mark them mixed.
+    """Rewrite the round's rows in random order, marked mixed, in this transaction (PostgreSQL;
+    the caller commits).
 
     While open (not `full`), only when `every` or more are waiting for a mix: False when another
     worker has mixed meanwhile.
@@ -54,12 +55,11 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
     less to rewrite than the invitations (four indexes) did. `full` (at close) rewrites the
     ballot rows too, so that neither their xmin nor their order says anything about the order
     of casting.
-    SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids.
-    There the mix only marks the rows mixed, in the caller's transaction.
+    SQLite needs none of this: no transaction ids in rows, ballots on random keys without rowids
+    (its used-invitation rows are written mixed).
     """
     if session.get_bind().dialect.name != "postgresql":
-        marked = session.execute(_SQLITE_MARK_MIXED, {"r": round_id, "every": 0 if full else every})
-        return full or marked.rowcount > 0
+        return True
     if not full:
         return _mix_open_round(session, round_id, every)
     # Under the lock no cast is in flight: every row of the round is mixed now.
@@ -76,14 +76,6 @@ def mix_round(session: Session, round_id: int, full: bool = True, every: int = 1
         session.execute(text(f"INSERT INTO {table} SELECT * FROM mix_{table} ORDER BY random()"))
     return True
 
-
-#: SQLite's mix: mark the round's waiting rows mixed, if `every` or more are waiting (0: all).
-#: One statement, so that the count and the marks agree; both go through the partial index of
-#: the waiting rows (see evaluation.ballot_box).
-_SQLITE_MARK_MIXED = text(
-    "UPDATE used_invitations INDEXED BY ix_used_invitations_unmixed SET mixed = true"
-    " WHERE round_id = :r AND NOT mixed AND (SELECT count(*) FROM used_invitations"
-    " INDEXED BY ix_used_invitations_unmixed WHERE round_id = :r AND NOT mixed) >= :every")
 
 #: An open round's mix in one statement, so one snapshot: it rewrites every used invitation of
 #: the round, and nothing unless `every` of them have been waiting since the latest mix (counted
@@ -226,18 +218,17 @@ def _checkpoint(conn, attempts: int) -> None:
 
 
 def maybe_mix(session: Session, round_id: int, every: int, cast: Cast) -> bool:
-    """Mix the round's used invitations when `every` ballots are waiting for a mix; True if so.
+    """Mix the round's used invitations when the cast found a mix due; True if so.
 
-    The cast's count may be stale (PostgreSQL's casts commit side by side, and a mix may have
-    run since), so the mix counts again, under the round's lock (PostgreSQL) or in the writers'
-    queue (SQLite), and does nothing when it is not due after all.
+    SQLite's count is exact: a mix at every multiple of `every`. PostgreSQL's may be stale (casts
+    commit side by side, and a mix may have run since), so the mix counts the waiting rows
+    again under the round's lock, and does nothing when it is not due after all.
     """
-    if every <= 0 or cast.unmixed < every:
+    if every <= 0 or not cast.mix_due:
         return False
-    with sqlite_writer(session.get_bind()):  # SQLite: the mix's write waits in line, not asleep
-        if not mix_round(session, round_id, full=False, every=every):
-            session.rollback()
-            return False
-        session.commit()
+    if not mix_round(session, round_id, full=False, every=every):
+        session.rollback()
+        return False
+    session.commit()
     vacuum_after_mix(session)
     return True

@@ -133,7 +133,7 @@ def cast(session: Session, ticket: Ticket, form, mix_every: int, is_paper: bool 
         raise BallotInvalidError(parsed, sheet)
     cast_ = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
                         invalidate=sheet.validity == "invalidate", token_hash=ticket.token_hash,
-                        is_paper=is_paper)
+                        is_paper=is_paper, mix_every=mix_every)
     try:
         maybe_mix(session, ticket.round_id, mix_every, cast_)
     except SQLAlchemyError as exc:  # the ballot is in: never lose its receipt to a failed mix

@@ -292,39 +292,75 @@ def test_an_item_score_of_another_rounds_item_stops_0007_before_it_changes_anyth
             "DELETE FROM item_ratings")  # the stray score was the reason
 
 
-def test_0008_marks_a_closed_rounds_ballots_mixed_and_the_downgrade_counts_them(
-        empty_database, tmp_path):
-    """0008: the used invitations of a closed round come out mixed, as its closing mix left them;
-    an open round's wait, so that its next cast brings a mix. The downgrade gives each round its
-    count at the latest mix back."""
+def test_the_index_of_used_invitations_waiting_for_a_mix_holds_only_those(empty_database,
+                                                                          tmp_path):
+    """The partial index's condition, which compare_metadata does not compare."""
     from sqlalchemy import text
 
-    with two_rounds_at_0004(empty_database, tmp_path) as (_config, closed, open_):
+    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
+    with create_app(config).app_context():
+        upgrade()
+        if empty_database.startswith("sqlite"):
+            sql = "SELECT sql FROM sqlite_master WHERE name = 'ix_used_invitations_unmixed'"
+        else:
+            sql = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_used_invitations_unmixed'"
+        definition = db.session.scalar(text(sql))
+        assert definition.replace("(", "").replace(")", "").endswith("WHERE NOT mixed")
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_0008_counts_what_the_mixes_need_and_the_downgrade_gives_back_mixed_count(
+        empty_database, tmp_path):
+    """0008, PostgreSQL: the used invitations of a sealed round come out mixed, as its closing mix
+    left them; an open round's wait, so that its next cast brings a mix. SQLite: every row is
+    mixed (its rows carry no transaction id), and each round's ballots are counted on its row.
+    The downgrade gives each round its count at the latest mix back (SQLite kept none)."""
+    from sqlalchemy import text
+
+    with two_rounds_at_0004(empty_database, tmp_path) as (_config, sealed, open_):
         upgrade(revision="0007_packed_item_scores")
-        for round_, status, used in ((closed, "closed", 3), (open_, "open", 2)):
+        for round_, status, used in ((sealed, "closed", 3), (open_, "open", 2)):
             db.session.execute(text("UPDATE rounds SET status = :s, frozen_spec = '{}',"
                                     " fingerprint = :f WHERE id = :r"),
                                {"s": status, "f": "f" * 64, "r": round_.id})
             for k in range(used + 1):  # one more invitation, not used
+                key = f"{round_.id}-{k}".ljust(64, "x")
                 db.session.add(Invitation(round_id=round_.id, group_id=round_.groups[0].id,
-                                          token_hash=f"{round_.id}-{k}".ljust(64, "x"),
-                                          code_hash=f"{round_.id}-{k}".ljust(64, "x"),
+                                          token_hash=key, code_hash=key,
                                           issued_on=dt.date(2026, 1, 5)))
+                if k < used:
+                    db.session.execute(text(
+                        "INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper,"
+                        " is_valid) VALUES (:b, :r, :g, :b, :d, false, true)"),
+                        {"b": key[:32], "r": round_.id, "g": round_.groups[0].id,
+                         "d": dt.date(2026, 1, 5)})
             db.session.flush()
             db.session.execute(text(
                 "INSERT INTO used_invitations (round_id, invitation_id) SELECT round_id, id"
                 " FROM invitations WHERE round_id = :r ORDER BY id LIMIT :n"),
                 {"r": round_.id, "n": used})
-        db.session.execute(text("UPDATE rounds SET mixed_count = 3 WHERE id = :r"),
-                           {"r": closed.id})
+        db.session.execute(text("UPDATE rounds SET seal_head = :h WHERE id = :r"),
+                           {"h": "e" * 64, "r": sealed.id})
         db.session.commit()
         upgrade()
+        sqlite = empty_database.startswith("sqlite")
         marks = text("SELECT round_id, mixed, count(*) FROM used_invitations"
                      " GROUP BY round_id, mixed ORDER BY round_id")
         assert [(r, bool(m), n) for r, m, n in db.session.execute(marks)] == [
-            (closed.id, True, 3), (open_.id, False, 2)]
+            (sealed.id, True, 3), (open_.id, sqlite, 2)]
+        counts = text("SELECT id, sqlite_cast_count FROM rounds ORDER BY id")
+        assert db.session.execute(counts).all() == (
+            [(sealed.id, 3), (open_.id, 2)] if sqlite else [(sealed.id, 0), (open_.id, 0)])
         db.session.remove()
         downgrade(revision="0007_packed_item_scores")
         counts = text("SELECT id, mixed_count FROM rounds ORDER BY id")
-        assert db.session.execute(counts).all() == [(closed.id, 3), (open_.id, 0)]
+        assert db.session.execute(counts).all() == (
+            [(sealed.id, 0), (open_.id, 0)] if sqlite else [(sealed.id, 3), (open_.id, 0)])
+        assert db.session.scalar(text("SELECT count(*) FROM ballots")) == 5
+        assert db.session.scalar(text("SELECT count(*) FROM used_invitations")) == 5
+        if sqlite:  # rebuilt by the downgrade, still without rowids
+            table = db.session.scalar(text(
+                "SELECT sql FROM sqlite_master WHERE name = 'used_invitations'"))
+            assert table.rstrip().endswith("WITHOUT ROWID")
         db.session.remove()

@@ -63,8 +63,8 @@ class UsedInvitation(db.Model):
     __table_args__ = (
         ForeignKeyConstraint(["round_id", "invitation_id"],
                              ["invitations.round_id", "invitations.id"]),
-        # The rows cast since the round's latest mix, and only those: counting them costs the
-        # same in a round of fifty ballots as in one of fifty thousand.
+        # The rows waiting for a mix, and only those: counting them costs the same in a round
+        # of fifty ballots as in one of fifty thousand. Always empty on SQLite.
         Index("ix_used_invitations_unmixed", "round_id", postgresql_where=text("NOT mixed"),
               sqlite_where=text("NOT mixed")),
         {"sqlite_with_rowid": False},
@@ -72,8 +72,10 @@ class UsedInvitation(db.Model):
 
     round_id: Mapped[int] = mapped_column(primary_key=True)
     invitation_id: Mapped[int] = mapped_column(primary_key=True)
-    #: False from the cast until a mix (evaluation.mixing) has rewritten the row; a mix is due
-    #: once PINGYI_MIX_EVERY rows are waiting. True for every row of a closed round.
+    #: PostgreSQL: false from the cast until a mix (evaluation.mixing) has rewritten the row,
+    #: which until then carries its cast's transaction id, as the ballot does; a mix is due once
+    #: PINGYI_MIX_EVERY rows wait. SQLite's rows carry no transaction id and are written true.
+    #: True for every row of a sealed round.
     mixed: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
 
 

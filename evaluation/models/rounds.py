@@ -35,6 +35,8 @@ class Round(db.Model):
     """One evaluation round and its rules; settings freeze when it opens."""
 
     __tablename__ = "rounds"
+    #: sqlite_cast_count is the casts' own: the ORM neither writes it nor reads it back.
+    __mapper_args__ = {"eager_defaults": False}
     __table_args__ = (
         CheckConstraint(f"status IN {ROUND_STATUSES!r}", name="status"),
         CheckConstraint(f"trim_method IN {TRIM_METHODS!r}", name="trim_method"),
@@ -96,6 +98,11 @@ class Round(db.Model):
     seal_head: Mapped[str | None] = mapped_column(String(64))
     #: How many ballots the seal covers.
     sealed_count: Mapped[int | None]
+    #: SQLite: the round's ballots, counted by the casts (they take turns, so the count is exact
+    #: and costs one small write); a mix is due at every multiple of PINGYI_MIX_EVERY. PostgreSQL
+    #: leaves it at 0, since a counter row would make its casts queue: they count the used
+    #: invitations waiting for a mix instead (UsedInvitation.mixed).
+    sqlite_cast_count: Mapped[int] = mapped_column(server_default="0", deferred=True)
 
     grades: Mapped[list["Grade"]] = relationship(
         back_populates="round", order_by="Grade.position", cascade="all, delete-orphan")

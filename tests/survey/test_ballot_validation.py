@@ -254,9 +254,9 @@ def test_a_cast_leaves_the_callers_transaction_alone(app, session, make_round, i
             session.scalar(select(Invitation.email).where(Invitation.id == other.invitation_id))
         assert session.in_transaction()
         cast = cast_ballot(session, ticket.invitation_id, ticket.round_id, ticket.group_id, parsed,
-                           invalidate=False, token_hash=ticket.token_hash)
+                           invalidate=False, token_hash=ticket.token_hash, mix_every=1)
         assert session.in_transaction()  # still the caller's to end
         session.rollback()
-    assert cast.receipt and cast.unmixed == 1
+    assert cast.receipt and cast.mix_due  # the first ballot, with a mix after every one
     assert session.scalar(select(Invitation.email).where(Invitation.id == other.invitation_id)) is None
     assert session.scalar(select(func.count()).select_from(Ballot)) == 1
