@@ -176,7 +176,7 @@ def prepare_round(env: dict, count: int) -> tuple[int, list[str]]:
 
 def add_earlier_ballots(database_url: str, round_id: int, n: int) -> None:
     """n ballots of the public group as the round would hold them after n casts and a mix: their
-    invitations used (and marked mixed, where the schema has the mark, in random order), every
+    invitations used and mixed, in random order, counted on the round row on SQLite, and every
     cadre rated "don't know" with all items at 5."""
     sqlite = database_url.startswith("sqlite")
     conn = (sqlite3.connect(database_url.removeprefix("sqlite:///")) if sqlite
@@ -195,12 +195,13 @@ def add_earlier_ballots(database_url: str, round_id: int, n: int) -> None:
     cur.executemany(q("INSERT INTO invitations (round_id, group_id, token_hash, code_hash,"
                       " issued_on) VALUES (?, ?, ?, ?, ?)"),
                     [(round_id, group, h, h, day) for h in hashes])
-    cur.execute(q("SELECT * FROM used_invitations WHERE 1 = 0"))
-    mixed = "mixed" in [d[0] for d in cur.description]
-    cur.execute(q(f"INSERT INTO used_invitations (round_id, invitation_id{', mixed' * mixed})"
-                  f" SELECT round_id, id{', true' * mixed} FROM invitations"
+    cur.execute(q("INSERT INTO used_invitations (round_id, invitation_id, mixed)"
+                  " SELECT round_id, id, true FROM invitations"
                   " WHERE round_id = ? AND token_hash LIKE ? ORDER BY random()"),
                 (round_id, "earlier%"))
+    if sqlite:  # as the casts would have counted them
+        cur.execute("UPDATE rounds SET sqlite_cast_count = sqlite_cast_count + ? WHERE id = ?",
+                    (n, round_id))
     ballots = [secrets.token_hex(16) for _ in range(n)]
     cur.executemany(q("INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_paper,"
                       " is_valid) VALUES (?, ?, ?, ?, ?, ?, ?)"),
