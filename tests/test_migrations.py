@@ -364,3 +364,21 @@ def test_0008_counts_what_the_mixes_need_and_the_downgrade_gives_back_mixed_coun
                 "SELECT sql FROM sqlite_master WHERE name = 'used_invitations'"))
             assert table.rstrip().endswith("WITHOUT ROWID")
         db.session.remove()
+
+
+def test_0009_drops_the_index_of_ratings_by_cadre_and_the_downgrade_builds_it_again(
+        empty_database, tmp_path):
+    config = Config.from_env({}, instance_path=tmp_path, database_url=empty_database, testing=True)
+    with create_app(config).app_context():
+        def rating_indexes():
+            db.session.remove()
+            return {ix["name"] for ix in inspect(db.engine).get_indexes("ratings")}
+
+        upgrade(revision="0008_cheaper_mix_counts")
+        assert "ix_ratings_participation_id" in rating_indexes()
+        upgrade()
+        assert "ix_ratings_participation_id" not in rating_indexes()
+        downgrade(revision="0008_cheaper_mix_counts")
+        assert "ix_ratings_participation_id" in rating_indexes()
+        db.session.remove()
+        db.engine.dispose()
