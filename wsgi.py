@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 import core.database  # noqa: F401 - registers the SQLite connection settings
 from core.config import LOCALES, Config, ConfigError
+from core.requests import Request
 from core.sessions import SessionInterface
 from core.extensions import babel, csrf, db, limiter, login_manager, migrate
 from evaluation.invitations import Keys
@@ -59,6 +60,7 @@ def create_app(config: Config | None = None) -> Flask:
         config = Config.from_env()
     app = Flask(__name__, instance_path=str(config.instance_path), template_folder="templates")
     app.url_map.converters["int"] = DatabaseIntConverter
+    app.request_class = Request
     app.session_interface = SessionInterface()
     if config.proxy_fix:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
