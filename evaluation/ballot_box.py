@@ -187,6 +187,8 @@ def _write_sqlite(driver, who: tuple[int, int, int, str], new: _NewBallot) -> in
 #: false), sharing its xmin with the ballot until then; the cast counts the round's waiting ones
 #: through their partial index. The lock must be a statement of its own: a statement's
 #: snapshot is taken before it waits, and would not see a close committed meanwhile.
+#: The ratings go as four arrays in binary (%b): psycopg dumps them in well under half the CPU
+#: time of the text form.
 #: FOR KEY SHARE: closing (FOR UPDATE) waits for the casts in flight, while an open round's
 #: periodic mix (FOR NO KEY UPDATE, see evaluation.mixing) neither waits for them nor holds them.
 #: Only an open round is locked: once a close has committed the round's new state, later casts
@@ -204,8 +206,8 @@ ballot AS (INSERT INTO ballots (id, round_id, group_id, receipt, cast_on, is_pap
            RETURNING id),
 graded AS (INSERT INTO ratings (ballot_id, participation_id, grade_id, comment, scores)
            SELECT ballot.id, t.p, t.gr, t.c, t.s FROM ballot,
-                  unnest(CAST(%(p)s AS integer[]), CAST(%(gr)s AS integer[]), CAST(%(c)s AS text[]),
-                         CAST(%(s)s AS bytea[])) AS t(p, gr, c, s))
+                  unnest(CAST(%(p)b AS integer[]), CAST(%(gr)b AS integer[]), CAST(%(c)b AS text[]),
+                         CAST(%(s)b AS bytea[])) AS t(p, gr, c, s))
 SELECT (SELECT count(*) FROM used),
        (SELECT count(*) FROM used_invitations WHERE round_id = %(r)s AND NOT mixed)
 """
