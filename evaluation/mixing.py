@@ -94,14 +94,16 @@ SELECT n FROM waiting
 def _mix_open_round(session: Session, round_id: int, every: int) -> bool:
     """The periodic mix of an open round (see mix_round); False when it is not due after all.
 
-    It locks the round FOR NO KEY UPDATE: mixes of one round take turns and a close waits for
-    them, but casts, which hold FOR KEY SHARE, go on meanwhile instead of queueing behind the
-    rewrite. A cast that commits during the mix is neither rewritten nor counted, so the next
-    mix comes N ballots later at the latest.
+    It locks the round FOR NO KEY UPDATE: a close waits for the mix, but casts, which hold FOR
+    KEY SHARE, go on meanwhile instead of queueing behind the rewrite. A cast that commits
+    during the mix is neither rewritten nor counted, so the next mix comes N ballots later at
+    the latest. SKIP LOCKED: while another mix (or a close) holds the round, this one gives up
+    at once rather than keep a worker waiting for a rewrite that covers its ballot or leaves it
+    waiting for the next cast's mix, which is due then (the waiting rows only ever grow).
     """
     locked = session.scalar(text("SELECT 1 FROM rounds WHERE id = :r AND status = 'open'"
-                                 " FOR NO KEY UPDATE"), {"r": round_id})
-    if locked is None:  # closed meanwhile: the closing mix has done it all
+                                 " FOR NO KEY UPDATE SKIP LOCKED"), {"r": round_id})
+    if locked is None:  # closed meanwhile (the closing mix has done it all), or being mixed
         return False
     # A statement of its own after the lock: its snapshot sees a mix that committed meanwhile.
     if session.scalar(_PG_MIX_OPEN, {"r": round_id, "every": every}) < every:

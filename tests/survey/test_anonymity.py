@@ -497,6 +497,40 @@ def test_an_open_rounds_mix_does_not_hold_up_casts(app, session, make_round, iss
     assert linked_by_xmin(session, round_) == 1
 
 
+def test_a_mix_that_finds_another_running_gives_up_at_once(app, session, make_round, issue):
+    """PostgreSQL: a second mix of the round does not wait for the one running, and changes
+    nothing; the ballot that came meanwhile waits for the next mix, which covers it."""
+    import threading
+
+    from sqlalchemy.orm import Session as OrmSession
+
+    from evaluation.mixing import mix_round
+    app.config["PINGYI"] = app.config["PINGYI"].replace(mix_every=0)  # no mix but the test's
+    round_ = make_round("open")
+    cast_many(app, round_, issue, 3)
+    if session.get_bind().dialect.name == "sqlite":
+        return  # SQLite's mix writes nothing (its rows are written mixed)
+    with app.app_context(), OrmSession(db.engine) as first, OrmSession(db.engine) as second:
+        assert mix_round(first, round_.id, full=False, every=1)  # holds the round until commit
+        cast_many(app, round_, issue, 1)
+        results = []
+        other = threading.Thread(target=lambda: results.append(
+            mix_round(second, round_.id, full=False, every=1)))
+        other.start()
+        other.join(timeout=10)
+        gave_up_at_once = not other.is_alive()
+        first.commit()
+        other.join(timeout=30)
+        second.rollback()
+        assert gave_up_at_once, "the second mix waited for the first"
+        assert results == [False]
+        assert ballots_and_waiting(session, round_) == (4, 1)
+        assert mix_round(second, round_.id, full=False, every=1)
+        second.commit()
+    assert ballots_and_waiting(session, round_) == (4, 0)
+    assert linked_by_xmin(session, round_) == 0
+
+
 def test_closing_waits_for_a_cast_in_flight_and_seals_it(app, session, make_round, issue):
     """PostgreSQL: a cast that holds its lock on the round when the close begins commits first,
     and its ballot is mixed, counted and sealed with the rest; the close does not end before.
