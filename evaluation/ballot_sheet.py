@@ -65,12 +65,21 @@ class Sheet:
         return {str(v): v for v in self.scale}
 
     @cached_property
+    def cadre_fields(self) -> tuple[tuple[SheetCadre, str, str, tuple[str, ...]], ...]:
+        """Each cadre with the names of its fields: grade, comment, and items in order."""
+        return tuple((c, f"grade-{c.key}", f"comment-{c.key}",
+                      tuple(f"item-{c.key}-{i.key}" for i in self.items)) for c in self.cadres)
+
+    @cached_property
     def field_names(self) -> frozenset[str]:
         names = set(FIXED_FIELDS)
-        for c in self.cadres:
-            names |= {f"grade-{c.key}", f"comment-{c.key}"}
-            names |= {f"item-{c.key}-{i.key}" for i in self.items}
+        for _cadre, grade, comment, items in self.cadre_fields:
+            names |= {grade, comment, *items}
         return frozenset(names)
+
+    @cached_property
+    def grades_by_key(self) -> dict[str, SheetChoice]:
+        return {g.key: g for g in self.grades}
 
 
 @dataclass
@@ -123,8 +132,8 @@ def parse_ballot(sheet: Sheet, form) -> ParsedBallot:
             parsed.errors[name] = "given more than once"
         else:
             parsed.values[name] = values[0]
-    for cadre in sheet.cadres:
-        _parse_cadre(sheet, cadre, parsed)
+    for cadre, grade_field, comment_field, item_fields in sheet.cadre_fields:
+        _parse_cadre(sheet, cadre, parsed, grade_field, comment_field, item_fields)
     _check_quota(sheet, parsed)
     _check_validity(sheet, parsed)
     if parsed.errors:
@@ -132,10 +141,10 @@ def parse_ballot(sheet: Sheet, form) -> ParsedBallot:
     return parsed
 
 
-def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
-    grade_field = f"grade-{cadre.key}"
+def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot, grade_field: str,
+                 comment_field: str, item_fields: tuple[str, ...]) -> None:
     raw = parsed.values.get(grade_field, "")
-    grade = next((g for g in sheet.grades if g.key == raw), None)
+    grade = sheet.grades_by_key.get(raw)
     if raw == DONT_KNOW and sheet.dont_know:
         grade_id = None
     elif grade is not None:
@@ -144,28 +153,28 @@ def _parse_cadre(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot) -> None:
         parsed.errors.setdefault(grade_field, "choose a grade" if raw == "" else "not one of the choices")
         # Its items are marked too, so that one round of corrections does; blank ones are fine
         # with "don't know", so where the round offers it they are marked so.
-        _parse_items(sheet, cadre, parsed, "rate this item or don't know" if sheet.dont_know
-                     else "rate this item")
+        _parse_items(sheet, item_fields, parsed, "rate this item or don't know"
+                     if sheet.dont_know else "rate this item")
         return
-    items = _parse_items(sheet, cadre, parsed, None if grade_id is None else "rate this item")
+    items = _parse_items(sheet, item_fields, parsed, None if grade_id is None else "rate this item")
     # Browsers send line breaks as CRLF but count them as one character.
-    comment = parsed.values.get(f"comment-{cadre.key}", "").replace("\r\n", "\n").strip()
+    comment = parsed.values.get(comment_field, "").replace("\r\n", "\n").strip()
     if len(comment) > MAX_COMMENT:
-        parsed.errors[f"comment-{cadre.key}"] = "too long"
+        parsed.errors[comment_field] = "too long"
     elif CONTROL_RE.search(comment):
-        parsed.errors[f"comment-{cadre.key}"] = "control characters"
+        parsed.errors[comment_field] = "control characters"
     elif not comment and sheet.reason_required and grade is not None and grade.is_dissatisfied:
-        parsed.errors[f"comment-{cadre.key}"] = "give a reason"
+        parsed.errors[comment_field] = "give a reason"
     parsed.answers.append((cadre.participation_id, grade_id, comment or None, items))
 
 
-def _parse_items(sheet: Sheet, cadre: SheetCadre, parsed: ParsedBallot,
+def _parse_items(sheet: Sheet, item_fields: tuple[str, ...], parsed: ParsedBallot,
                  blank: str | None) -> list[int | None]:
-    """The cadre's item scores in the sheet's order; a value off the scale is marked, and a
-    blank one with the error `blank` (None: blanks are allowed, and give None)."""
+    """A cadre's item scores in the sheet's order (item_fields: their field names); a value
+    off the scale is marked, and a blank one with the error `blank` (None: blanks are allowed,
+    and give None)."""
     scores = []
-    for item in sheet.items:
-        name = f"item-{cadre.key}-{item.key}"
+    for name in item_fields:
         value = parsed.values.get(name, "")
         number = sheet.numerals.get(value)
         if number is None and (value != "" or blank is not None):
