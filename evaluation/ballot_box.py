@@ -41,8 +41,17 @@ class CastError(PingyiError):
 
 
 def new_receipt() -> str:
-    """A random receipt code, grouped for reading: XXXX-XXXX-XXXX."""
-    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(RECEIPT_LENGTH))
+    """A random receipt code, grouped for reading: XXXX-XXXX-XXXX.
+
+    One uniform draw below 31^12 written in the code alphabet's 31 digits: every code as
+    likely as with one draw per symbol, for one call to the system's random source, not twelve.
+    """
+    base = len(CODE_ALPHABET)
+    number, symbols = secrets.randbelow(base ** RECEIPT_LENGTH), []
+    for _ in range(RECEIPT_LENGTH):
+        number, digit = divmod(number, base)
+        symbols.append(CODE_ALPHABET[digit])
+    raw = "".join(symbols)
     return "-".join(raw[i:i + 4] for i in range(0, RECEIPT_LENGTH, 4))
 
 

@@ -307,3 +307,15 @@ def test_a_close_that_stopped_halfway_is_finished_by_closing_again(app, client, 
     assert again.exit_code == 1 and "cannot close a round that is closed" in again.stderr
     actions = [e.action for e in entries_for_round(session, round_.id)]
     assert actions[-1] == "round.seal" and actions.count("round.seal") == 1
+
+
+def test_receipts_are_twelve_symbols_of_the_code_alphabet_each_one_at_every_place():
+    """Every symbol turns up at every place of the code: no place is fixed or left out of the
+    one random draw a receipt is written from (about 1e-40 to fail by chance)."""
+    from evaluation.ballot_box import new_receipt
+
+    receipts = [new_receipt() for _ in range(3000)]
+    assert all(re.fullmatch(r"[%s]{4}-[%s]{4}-[%s]{4}" % ((CODE_ALPHABET,) * 3), r) for r in receipts)
+    assert len(set(receipts)) == len(receipts)
+    for place in [i for i in range(14) if i not in (4, 9)]:
+        assert {r[place] for r in receipts} == set(CODE_ALPHABET), place
