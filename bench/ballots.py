@@ -25,7 +25,6 @@ import secrets
 import shutil
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
+
+from evaluation.packed_scores import pack
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -189,7 +190,7 @@ def add_earlier_ballots(database_url: str, round_id: int, n: int) -> None:
     cadres = [row[0] for row in cur.fetchall()]
     cur.execute(q("SELECT count(*) FROM items WHERE round_id = ?"), (round_id,))
     n_items = cur.fetchone()[0]
-    scores = struct.pack(f">{n_items}H", *[5] * n_items)
+    scores = pack([5] * n_items)
     day = dt.date.today().isoformat() if sqlite else dt.date.today()
     hashes = [f"earlier{k:057d}" for k in range(n)]
     cur.executemany(q("INSERT INTO invitations (round_id, group_id, token_hash, code_hash,"
